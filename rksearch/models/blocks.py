@@ -1,0 +1,144 @@
+"""One RK time-step in each of its three forms (rkcnn.md sections 3 and 4).
+
+Each maps y_n (C = m*k channels) to y_{n+1} = y_n + sum_i h b_i z_i, the increment groups
+being learned by a small conv subnetwork whose wiring is the RK method's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import GrowthLayer, bn
+
+
+def _sum_groups(grown: torch.Tensor, stages: int) -> torch.Tensor:
+    """Sum `stages` equal channel groups of `grown` (the s increments h b_i z_i)."""
+    n, c, h, w = grown.shape
+    return grown.view(n, stages, c // stages, h, w).sum(1)
+
+
+class ExplicitStep(nn.Module):
+    """ERKNet / RKCNN-E time-step: a dense block growing k channels m*s times.
+
+    Layer j sees concat(y_n, outputs 0..j-1); the m*s outputs form s groups of m*k
+    channels and y_{n+1} = y_n + sum of the groups.
+    """
+
+    def __init__(self, channels: int, growth: int, stages: int, groups: int, width: int | None,
+                 dropout: float = 0.0, memory_efficient: bool = False, **bn_kw: float) -> None:
+        super().__init__()
+        self.stages = stages
+        self.layers = nn.ModuleList(
+            GrowthLayer(channels + j * growth, growth, width, dropout,
+                        memory_efficient=memory_efficient, **bn_kw)
+            for j in range(groups * stages)
+        )
+
+    def grow(self, y: torch.Tensor) -> list[torch.Tensor]:
+        features = [y]
+        for layer in self.layers:
+            features.append(layer(features))
+        return features[1:]
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return y + _sum_groups(torch.cat(self.grow(y), 1), self.stages)
+
+
+class CliqueStep(nn.Module):
+    """ICLR IRKNet time-step (m = 1): a CliqueNet block plus the RK summation.
+
+    Stage I computes stage i from y_n and stages 1..i-1; stage II recomputes each stage,
+    in order, from the latest values of all *other* stages (Gauss-Seidel), without y_n.
+    The mixing kernels W(y->i) and W(j->i) are single Parameters used by both stages:
+    each stage's conv kernel is the concatenation of its sources' kernels, so sharing is
+    real (one tensor, one gradient).  BN layers are per stage and per phase.
+
+    With a bottleneck the mixing kernels are 1x1 with `width` outputs and each stage
+    continues with BN-ReLU-3x3 (width -> k), whose conv is shared by the two phases.
+    """
+
+    def __init__(self, channels: int, growth: int, stages: int, width: int | None,
+                 dropout: float = 0.0, **bn_kw: float) -> None:
+        super().__init__()
+        self.stages, self.dropout = stages, dropout
+        ks = 1 if width else 3
+        mix_out = width or growth
+        self.padding = ks // 2
+        self.w_in = nn.ParameterList(nn.Parameter(torch.empty(mix_out, channels, ks, ks)) for _ in range(stages))
+        # w_mix[j][i]: kernel from stage j to stage i (j != i); the diagonal is unused
+        self.w_mix = nn.ParameterDict({
+            f"{j}_{i}": nn.Parameter(torch.empty(mix_out, growth, ks, ks))
+            for i in range(stages) for j in range(stages) if i != j
+        })
+        self.bn_first = nn.ModuleList(bn(channels + i * growth, **_bn(bn_kw)) for i in range(stages))
+        self.bn_second = nn.ModuleList(bn((stages - 1) * growth, **_bn(bn_kw)) for _ in range(stages))
+        if width:
+            self.post_conv = nn.ModuleList(nn.Conv2d(width, growth, 3, padding=1, bias=False) for _ in range(stages))
+            self.post_bn = nn.ModuleList(
+                nn.ModuleList([bn(width, **_bn(bn_kw)), bn(width, **_bn(bn_kw))]) for _ in range(stages)
+            )
+        else:
+            self.post_conv = None
+        self.init_kernels()
+
+    def init_kernels(self) -> None:
+        for p in list(self.w_in) + list(self.w_mix.values()):
+            nn.init.kaiming_normal_(p, mode="fan_out", nonlinearity="relu")
+
+    def _stage(self, i: int, phase: int, sources: list[torch.Tensor], kernels: list[torch.Tensor]) -> torch.Tensor:
+        norm = (self.bn_first if phase == 0 else self.bn_second)[i]
+        x = F.conv2d(F.relu(norm(torch.cat(sources, 1))), torch.cat(kernels, 1), padding=self.padding)
+        x = F.dropout(x, self.dropout, self.training)
+        if self.post_conv is not None:
+            x = self.post_conv[i](F.relu(self.post_bn[i][phase](x)))
+            x = F.dropout(x, self.dropout, self.training)
+        return x
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        s = self.stages
+        x: list[torch.Tensor] = []
+        for i in range(s):  # stage I
+            kernels = [self.w_in[i]] + [self.w_mix[f"{j}_{i}"] for j in range(i)]
+            x.append(self._stage(i, 0, [y] + x, kernels))
+        for i in range(s):  # stage II, Gauss-Seidel: x holds the latest value of every stage
+            others = [j for j in range(s) if j != i]
+            x[i] = self._stage(i, 1, [x[j] for j in others], [self.w_mix[f"{j}_{i}"] for j in others])
+        return y + torch.stack(x).sum(0)
+
+
+class UpdateStep(nn.Module):
+    """RKCNN-I / RKCNN-R time-step: explicit stage I, then u update iterations.
+
+    Stage i is recomputed from concat(y_n, all other stages) by its own composite unit
+    (BN-ReLU-1x1 -> width, BN-ReLU-3x3 -> m*k), shared across iterations.  Gauss-Seidel
+    (RKCNN-I) updates in place; Jacobi (RKCNN-R) recomputes all stages from the previous
+    iteration's values.
+    """
+
+    def __init__(self, channels: int, growth: int, stages: int, groups: int, width: int | None,
+                 iterations: int, jacobi: bool, dropout: float = 0.0, memory_efficient: bool = False,
+                 **bn_kw: float) -> None:
+        super().__init__()
+        self.stages, self.iterations, self.jacobi = stages, iterations, jacobi
+        self.first = ExplicitStep(channels, growth, stages, groups, width, dropout, memory_efficient, **bn_kw)
+        group = groups * growth
+        self.updaters = nn.ModuleList(
+            GrowthLayer(channels + (stages - 1) * group, group, width, dropout,
+                        memory_efficient=memory_efficient, **bn_kw)
+            for _ in range(stages)
+        )
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        s = self.stages
+        z = list(torch.cat(self.first.grow(y), 1).chunk(s, 1))
+        for _ in range(self.iterations):
+            source = list(z) if self.jacobi else z  # Jacobi reads a frozen copy
+            for i in range(s):
+                z[i] = self.updaters[i]([y] + [source[j] for j in range(s) if j != i])
+        return y + torch.stack(z).sum(0)
+
+
+def _bn(bn_kw: dict[str, float]) -> dict[str, float]:
+    return {"eps": bn_kw.get("bn_eps", 1e-5), "momentum": bn_kw.get("bn_momentum", 0.1)}

@@ -1,0 +1,131 @@
+"""Building blocks shared by the RKCNN family and the baselines (rkcnn.md section 2).
+
+Every conv is pre-activation (BN -> ReLU -> conv) and bias-free; dropout, when asked for,
+follows each conv (the 2022 code's keep-probability 0.8 is ``dropout=0.2``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+def bn(channels: int, eps: float = 1e-5, momentum: float = 0.1) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
+
+
+class BNReLUConv(nn.Sequential):
+    """Pre-activation composite layer: BN -> ReLU -> conv [-> dropout]."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, dropout: float = 0.0, *,
+                 stride: int = 1, bn_eps: float = 1e-5, bn_momentum: float = 0.1) -> None:
+        layers: list[nn.Module] = [
+            bn(in_ch, bn_eps, bn_momentum),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, bias=False),
+        ]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        super().__init__(*layers)
+
+
+class GrowthLayer(nn.Module):
+    """One composite unit of a dense/RK block: [BN-ReLU-1x1 (-> width)] BN-ReLU-3x3 (-> out).
+
+    Takes a *list* of feature maps and concatenates them itself, so that with
+    ``memory_efficient=True`` the concatenation and the bottleneck are recomputed in the
+    backward pass instead of being stored (the trick of torchvision's DenseNet).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, width: int | None, dropout: float = 0.0, *,
+                 bn_eps: float = 1e-5, bn_momentum: float = 0.1, memory_efficient: bool = False) -> None:
+        super().__init__()
+        kw = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
+        self.reduce = BNReLUConv(in_ch, width, 1, dropout, **kw) if width else None
+        self.conv = BNReLUConv(width or in_ch, out_ch, 3, dropout, **kw)
+        self.memory_efficient = memory_efficient
+
+    def _entry(self, *features: torch.Tensor) -> torch.Tensor:
+        x = torch.cat(features, 1) if len(features) > 1 else features[0]
+        return self.reduce(x) if self.reduce is not None else x
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        if self.memory_efficient and torch.is_grad_enabled() and any(f.requires_grad for f in features):
+            x = checkpoint(self._entry, *features, use_reentrant=False)
+        else:
+            x = self._entry(*features)
+        return self.conv(x)
+
+
+class ChannelAttention(nn.Module):
+    """Attentional transition gate: GAP -> FC C->C/2 -> ReLU -> FC C/2->C -> sigmoid -> scale."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(channels, channels // 2)
+        self.fc2 = nn.Linear(channels // 2, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3))))))
+        return x * w[:, :, None, None]
+
+
+class Transition(nn.Sequential):
+    """BN-ReLU-1x1 conv C_in -> C_out, [channel attention], 2x2 average pooling."""
+
+    def __init__(self, in_ch: int, out_ch: int, attention: bool, dropout: float = 0.0, **bn_kw: float) -> None:
+        layers: list[nn.Module] = [BNReLUConv(in_ch, out_ch, 1, dropout, **bn_kw)]
+        if attention:
+            layers.append(ChannelAttention(out_ch))
+        layers.append(nn.AvgPool2d(2))
+        super().__init__(*layers)
+
+
+def make_stem(kind: str, out_ch: int, **bn_kw: float) -> nn.Sequential:
+    """'cifar': one 3x3 conv (no BN/ReLU); 'imagenet': DenseNet's 7x7/2 conv, BN, ReLU, 3x3/2 max-pool."""
+    if kind == "cifar":
+        return nn.Sequential(nn.Conv2d(3, out_ch, 3, padding=1, bias=False))
+    if kind == "imagenet":
+        return nn.Sequential(
+            nn.Conv2d(3, out_ch, 7, stride=2, padding=3, bias=False),
+            bn(out_ch, bn_kw.get("bn_eps", 1e-5), bn_kw.get("bn_momentum", 0.1)),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        )
+    raise ValueError(f"stem: {kind!r} is not one of cifar, imagenet")
+
+
+class MultiscaleHead(nn.Module):
+    """Postprocessor: BN-ReLU-GAP of each tapped state, concatenated, one linear classifier.
+
+    With one tapped state (no multiscale) this is the usual DenseNet head.
+    """
+
+    def __init__(self, channels: list[int], num_classes: int, **bn_kw: float) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList(
+            bn(c, bn_kw.get("bn_eps", 1e-5), bn_kw.get("bn_momentum", 0.1)) for c in channels
+        )
+        self.classifier = nn.Linear(sum(channels), num_classes)
+
+    def forward(self, states: list[torch.Tensor]) -> torch.Tensor:
+        pooled = [F.relu(norm(s)).mean((2, 3)) for norm, s in zip(self.norms, states)]
+        return self.classifier(torch.cat(pooled, 1))
+
+
+def init_weights(model: nn.Module) -> None:
+    """The paper's initialisation: He-normal convs, Xavier linears, BN weight 1 / bias 0."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif hasattr(module, "init_kernels"):
+            # free-standing shared conv kernels (clique blocks) are Parameters, not Conv2d modules
+            module.init_kernels()
