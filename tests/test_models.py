@@ -1,0 +1,199 @@
+"""The RKCNN family: names both ways, validation, shapes, weight sharing, initialisation."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from rksearch.models import ArchSpec, SpecError, build, parse
+from rksearch.models.blocks import CliqueStep, ExplicitStep, UpdateStep
+
+from specgen import random_spec
+
+NAMED = [
+    ("ERKNet-6x1 6x1 6x1", {"k": 36}),
+    ("IRKNet-5x1 5x1 5x1-AB", {"k": 150, "dataset": "cifar10"}),
+    ("ERKNet-3x1 3x1 3x1 1x1-B", {"k": 32, "m": (2, 4, 8, 16), "dataset": "imagenet"}),
+    ("RKCNN-E-5_5_5", {"k": 12}),
+    ("RKCNN-I-3_3_3", {"k": 80, "attention": True, "neck": 1, "u": 1}),
+    ("RKCNN-R-3_3_3", {"k": 24, "u": 2, "r": (1, 2, 1)}),
+    ("IRKNet-3x2 4x1 2x5", {"k": (12, 24, 36)}),
+]
+
+
+@pytest.mark.parametrize("name, knobs", NAMED)
+def test_name_round_trips(name: str, knobs: dict) -> None:
+    spec = parse(name, **knobs)
+    assert spec.name == name
+    assert parse(spec.name, **knobs) == spec
+    assert parse(spec.canonical) == spec
+
+
+def test_random_specs_round_trip_through_canonical_names() -> None:
+    rng = random.Random(7)
+    for _ in range(500):
+        spec = random_spec(rng)
+        assert parse(spec.canonical) == spec, spec.canonical
+        assert ArchSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_suffix_letters_set_their_options() -> None:
+    spec = parse("IRKNet-5x1 5x1 5x1-AB", k=150)
+    assert spec.attention and spec.neck == 1 and spec.form == "clique"
+    erk = parse("ERKNet-3x1 3x1 3x1 1x1-B", dataset="imagenet")
+    assert erk.neck == 4 and erk.groups == (2, 4, 8, 16) and erk.growth == (32,) * 4
+    assert erk.stem == "imagenet" and erk.num_classes == 1000 and not erk.multiscale
+    # a bottleneck width given as a knob puts the B in the name
+    assert parse("ERKNet-2x1 2x1 2x1", neck="2k").name == "ERKNet-2x1 2x1 2x1-B"
+
+
+def test_paper_name_terms() -> None:
+    spec = parse("ERKNet-3x2 4x1 2x5 1x1")
+    assert spec.stages == (3, 4, 2, 1) and spec.steps == (2, 1, 5, 1) and spec.periods == 4
+
+
+@pytest.mark.parametrize(
+    "call, fragment",
+    [
+        (lambda: parse("ERKNet-0x1 1x1 1x1"), "stages: every s must be >= 1"),
+        (lambda: parse("IRKNet-3x1 3x1 3x1", m=2), "clique form (IRKNet) needs m = 1"),
+        (lambda: parse("IRKNet-1x1 2x1 2x1"), "clique form needs s >= 2"),
+        (lambda: parse("ERKNet-3x1 3x1 3x1-A", attention=False), "contradicts"),
+        (lambda: parse("ERKNet-3x1 3x1 3x1-BB"), "repeated letter"),
+        (lambda: parse("ERKNet-3x1 3x1 3x1", r=2), "the name gives r"),
+        (lambda: parse("ERKNet-3x1 3x1 3x1", k=(12, 24)), "k: 2 values for 3 periods"),
+        (lambda: parse("RKCNN-E-3_3_3", u=1), "RKCNN-E is the u = 0 member"),
+        (lambda: parse("RKCNN-I-3_3_3", u=0), "u >= 1"),
+        (lambda: parse("DenseNet-3x1"), "bad model name"),
+        (lambda: parse("ERKNet-3x1 3x1 3x1", depth=3), "unknown knob"),
+        (lambda: parse("ERKNet-3x1 3x1 3x1", dataset="mnist"), "dataset: 'mnist' is not one of"),
+        (lambda: ArchSpec(stages=(2, 2), steps=1, growth=4, groups=1, dropout=1.5), "dropout"),
+    ],
+)
+def test_invalid_specs_name_the_field(call, fragment: str) -> None:
+    with pytest.raises(SpecError, match=None) as err:
+        call()
+    assert fragment in str(err.value)
+
+
+FORMS = [
+    parse("ERKNet-2x1 2x1 2x1", k=6),
+    parse("ERKNet-2x2 1x1 2x1-AB", k=6, m=2),
+    parse("IRKNet-2x1 3x1 2x1", k=6),
+    parse("IRKNet-3x1 2x2 2x1-AB", k=6),
+    parse("RKCNN-E-2_2_2", k=6, neck=2, dropout=0.2),
+    parse("RKCNN-I-2_3_2", k=6, u=2, neck=1, attention=True),
+    parse("RKCNN-R-2_2_2", k=6, u=1, m=2, multiscale=False),
+]
+
+
+@pytest.mark.parametrize("spec", FORMS, ids=lambda s: s.canonical)
+def test_forward_backward_cifar(spec: ArchSpec) -> None:
+    model = build(spec)
+    x = torch.randn(2, 3, 32, 32)
+    out = model(x)
+    assert out.shape == (2, spec.num_classes)
+    out.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("form", ["ERKNet-1x1 1x1 1x1 1x1-B", "IRKNet-2x1 2x1 2x1 2x1", "RKCNN-I-1_1_1_1"])
+def test_forward_backward_imagenet(form: str) -> None:
+    model = build(form, k=4, m=1, dataset="imagenet", num_classes=7)
+    out = model(torch.randn(1, 3, 224, 224))
+    assert out.shape == (1, 7)
+    out.sum().backward()
+
+
+def test_explicit_step_is_y_plus_sum_of_groups() -> None:
+    torch.manual_seed(0)
+    step = ExplicitStep(channels=4, growth=2, stages=3, groups=2, width=None).eval()
+    y = torch.randn(1, 4, 5, 5)
+    grown = step.grow(y)
+    assert len(grown) == 6 and all(g.shape[1] == 2 for g in grown)
+    groups = [torch.cat(grown[2 * i: 2 * i + 2], 1) for i in range(3)]
+    assert torch.allclose(step(y), y + sum(groups))
+
+
+def test_clique_kernels_are_shared_between_stage_one_and_two() -> None:
+    s, k = 3, 4  # a clique block's state has m*k = k channels (m = 1)
+    step = CliqueStep(channels=k, growth=k, stages=s, width=None)
+    # one kernel per (source, target): s for y -> i and s(s-1) for j -> i, each stored once
+    kernel_params = s * (k * k * 9) + s * (s - 1) * (k * k * 9)
+    bn_params = sum(2 * (k + i * k) for i in range(s)) + s * 2 * (s - 1) * k
+    assert sum(p.numel() for p in step.parameters()) == kernel_params + bn_params
+    shared = step.w_mix["0_2"]
+    assert [name for name, p in step.named_parameters() if p is shared] == ["w_mix.0_2"]
+    # W(0 -> 2) is used in stage I (stage 2 sees stage 0) and in stage II (stage 2 is
+    # recomputed from stages 0 and 1): the gradient of the one tensor is the sum of both uses
+    y = torch.randn(2, k, 6, 6)
+    step(y).sum().backward()
+    full = shared.grad.clone()
+    with torch.no_grad():
+        stage_one = [step._stage(0, 0, [y], [step.w_in[0]])]
+    step.zero_grad()
+    stage_two_input = step._stage(2, 1, [stage_one[0], torch.zeros(2, k, 6, 6)],
+                                  [step.w_mix["0_2"], step.w_mix["1_2"]])
+    stage_two_input.sum().backward()
+    assert full.abs().sum() > 0 and shared.grad.abs().sum() > 0
+    assert not torch.allclose(full, shared.grad)  # stage I's use adds to the same gradient
+
+
+def test_update_step_gauss_seidel_differs_from_jacobi_only_by_order() -> None:
+    torch.manual_seed(0)
+    gs = UpdateStep(4, 4, 3, 1, None, iterations=1, jacobi=False).eval()
+    jac = UpdateStep(4, 4, 3, 1, None, iterations=1, jacobi=True).eval()
+    jac.load_state_dict(gs.state_dict())
+    y = torch.randn(1, 4, 6, 6)
+    z = list(torch.cat(gs.first.grow(y), 1).chunk(3, 1))
+    # Jacobi: every stage from the previous iteration's values
+    expected_jacobi = y + sum(gs.updaters[i]([y] + [z[j] for j in range(3) if j != i]) for i in range(3))
+    assert torch.allclose(jac(y), expected_jacobi, atol=1e-6)
+    assert not torch.allclose(gs(y), expected_jacobi, atol=1e-4)
+
+
+def test_initialisation_follows_the_paper() -> None:
+    model = build("ERKNet-3x1 3x1 3x1", k=36)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    big = max(convs, key=lambda m: m.weight.numel())
+    fan_out = big.out_channels * big.kernel_size[0] * big.kernel_size[1]
+    assert big.weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            assert torch.all(m.weight == 1) and torch.all(m.bias == 0)
+        if isinstance(m, nn.Linear):
+            assert torch.all(m.bias == 0)
+            bound = math.sqrt(6 / (m.in_features + m.out_features))
+            assert m.weight.abs().max() <= bound
+
+
+def test_rkcnn_style_uses_the_2022_bn_constants() -> None:
+    iclr = build("ERKNet-1x1 1x1 1x1", k=4)
+    rk = build("RKCNN-E-1_1_1", k=4)
+    bn_iclr = next(m for m in iclr.modules() if isinstance(m, nn.BatchNorm2d))
+    bn_rk = next(m for m in rk.modules() if isinstance(m, nn.BatchNorm2d))
+    assert (bn_iclr.eps, bn_iclr.momentum) == (1e-5, 0.1)
+    assert (bn_rk.eps, bn_rk.momentum) == (1e-3, 0.01)
+
+
+def test_dropout_after_each_conv_when_asked() -> None:
+    model = build("RKCNN-E-2_2_2", k=4, dropout=0.2)
+    n_conv = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    n_drop = sum(isinstance(m, nn.Dropout) for m in model.modules())
+    assert n_drop == n_conv - 1  # every conv but the stem's
+
+
+def test_memory_efficient_gives_the_same_gradients() -> None:
+    torch.manual_seed(0)
+    spec = parse("RKCNN-I-2_2_2", k=4, neck=2, u=1)
+    plain, efficient = build(spec), build(spec, memory_efficient=True)
+    efficient.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    plain(x).sum().backward()
+    efficient(x).sum().backward()
+    for a, b in zip(plain.parameters(), efficient.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5)
