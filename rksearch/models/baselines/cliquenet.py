@@ -1,21 +1,26 @@
 """CliqueNet, CIFAR form (Yang et al., CVPR 2018), as in its paper and reference code.
 
-Architecture (reference code ``iboing/CliqueNet``, ``models/cliquenet.py`` + ``utils.py``):
+Settings followed (the paper's CIFAR models, checked against the reference code
+``iboing/CliqueNet``, ``models/cliquenet.py`` + ``models/utils.py``):
 
 * stem: 3x3 conv, 3 -> 64 channels, no bias, no BN/ReLU;
-* 3 clique blocks of T/3 layers with growth k: stage I grows each layer from the block input
-  X0 and the earlier layers, stage II re-updates every layer from the latest values of all
-  others; the kernels W(j -> i) are shared between the stages.  This is exactly the ICLR
-  IRKNet clique block, so `CliqueStep` is reused (its `refine` gives the stage-II features);
-* transition: BN-ReLU-1x1 conv over the *stage-II* features (T/3 * k -> T/3 * k channels),
+* 3 clique blocks of T/3 layers with growth k (default 36): stage I grows each layer from the
+  block input X0 and the earlier layers, then one stage-II pass re-updates every layer, in
+  order, from the latest values of all others; each kernel W(j -> i) is one tensor used by
+  both stages.  This is exactly the ICLR IRKNet clique block, so `CliqueStep` is reused (its
+  `refine` gives the stage-II features; CliqueNet has no RK summation);
+* the "II+II" variant, the paper's final one: the transition and the classifier both see
+  stage-II features;
+* transition: BN-ReLU-1x1 conv over the stage-II features (T/3 * k -> T/3 * k channels),
   [A: channel attention], 2x2 average pooling -- X0 is not passed on;
-* multiscale head: for each block, the block feature {X0, stage-II} -> [C: BN-ReLU-1x1 conv
+* multiscale head: for each block, the block feature {X0, stage II} -> [C: BN-ReLU-1x1 conv
   to half the channels] -> BN-ReLU-global average pool; concatenated; one linear layer.
 
 Options (name suffix): A = attentional transition, B = bottleneck (the shared kernels become
 1x1 with k outputs, then a per-layer BN-ReLU-3x3 conv k -> k shared by both stages),
-C = compression of the block feature before global pooling (the paper's "compression"
-acts on the features fed to the classifier, not on the transitions).
+C = compression of the block feature before global pooling (CliqueNet's "compression" acts on
+the features fed to the classifier, not on the transitions).  Dropout (the paper's keep
+probability 0.8 is ``dropout=0.2``) is off unless asked for.
 """
 
 from __future__ import annotations
