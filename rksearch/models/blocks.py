@@ -96,7 +96,12 @@ class CliqueStep(nn.Module):
             x = F.dropout(x, self.dropout, self.training)
         return x
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
+    def refine(self, y: torch.Tensor) -> list[torch.Tensor]:
+        """Stage I then stage II; the stage-II value of every stage, in order.
+
+        This is the clique block alone (CliqueNet's transit feature); `forward` adds the
+        RK summation on top of it.
+        """
         s = self.stages
         x: list[torch.Tensor] = []
         for i in range(s):  # stage I
@@ -105,7 +110,10 @@ class CliqueStep(nn.Module):
         for i in range(s):  # stage II, Gauss-Seidel: x holds the latest value of every stage
             others = [j for j in range(s) if j != i]
             x[i] = self._stage(i, 1, [x[j] for j in others], [self.w_mix[f"{j}_{i}"] for j in others])
-        return y + torch.stack(x).sum(0)
+        return x
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return y + torch.stack(self.refine(y)).sum(0)
 
 
 class UpdateStep(nn.Module):

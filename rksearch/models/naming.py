@@ -160,15 +160,16 @@ def format_canonical(spec: ArchSpec) -> str:
 
 
 # ---- helpers -----------------------------------------------------------------
-def _split_knobs(text: str) -> tuple[str, dict[str, Any]]:
+def _split_knobs(text: str, allowed: tuple[str, ...] = KNOBS) -> tuple[str, dict[str, Any]]:
+    """'Name (key=value, ...)' -> ('Name', {key: value}); `allowed` lists the keys the caller's family takes."""
     m = KNOB_RE.match(text)
     if m is None:
         return text, {}
     knobs: dict[str, Any] = {}
     # knob values may contain commas (k=12,24,48), so split on ', key=' boundaries
     for key, value in re.findall(r"(\w+)=([^=]*?)(?=,\s*\w+=|$)", m["knobs"].strip()):
-        if key not in KNOBS:
-            raise SpecError(f"unknown knob {key!r} in {text!r}; allowed: {', '.join(KNOBS)}")
+        if key not in allowed:
+            raise SpecError(f"unknown knob {key!r} in {text!r}; allowed: {', '.join(allowed)}")
         knobs[key] = _parse_value(value.strip())
     return m["name"].strip(), knobs
 

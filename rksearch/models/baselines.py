@@ -1,1 +1,0 @@
-"""Baselines for Figure-4-style comparisons (rkcnn.md section 8). Registered on import."""
