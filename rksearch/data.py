@@ -154,9 +154,15 @@ def load(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") -> Tria
                             flip_crop=cfg.augment == "flip-crop", seed=seed),
         val=TensorBatches(*test, cfg.eval_batch_size, normalise, device),
         num_classes=cfg.num_classes if cfg.dataset == "synthetic" else CLASSES[cfg.dataset],
-        stem="imagenet" if cfg.size >= 64 else "cifar",
+        stem=stem_for(cfg.size),
         image_size=cfg.size,
     )
+
+
+def stem_for(size: int) -> Literal["cifar", "imagenet"]:
+    """The model stem for images of this side: the 7x7/2 + pool stem would shrink small images
+    (e.g. 32 px ImageNet variants) to nothing, so below 64 px the 3x3 CIFAR stem is used."""
+    return "imagenet" if size >= 64 else "cifar"
 
 
 # ---- batches ----------------------------------------------------------------------------
@@ -431,7 +437,7 @@ def _load_folder(cfg: DataConfig, seed: int, device: torch.device) -> TrialData:
         train=LoaderBatches(train_set, cfg.batch_size, normalise, device, workers=workers, shuffle=True, seed=seed),
         val=LoaderBatches(val, cfg.eval_batch_size, normalise, device, workers=workers),
         num_classes=len(train.classes),
-        stem="imagenet",
+        stem=stem_for(cfg.size),
         image_size=cfg.size,
     )
 
