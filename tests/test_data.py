@@ -214,3 +214,25 @@ def test_config_rejects_options_of_other_data_sets() -> None:
     with pytest.raises(ValueError, match="extra"):
         DataConfig(dataset="cifar10", shuffle=True)  # type: ignore[call-arg]
     assert DataConfig(dataset="imagenet").augment == "imagenet" and DataConfig().augment == "none"
+
+
+def test_download_happens_under_a_file_lock_in_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parallel trials on one node must not download into the same folder at once."""
+    import filelock
+
+    import rksearch.data as data_module
+
+    calls: list[bool] = []
+
+    class Reader(data_module.CIFAR10Files):  # keeps the class attributes `_read_arrays` reads
+        def __init__(self, root: Path, train: bool, download: bool = False, verify: bool = False) -> None:
+            other = filelock.FileLock(str(tmp_path / ".cifar10.lock"))
+            with pytest.raises(filelock.Timeout):  # a second process-like holder cannot get in
+                other.acquire(timeout=0)
+            calls.append(download)
+            self.data, self.targets = _pixels(2, 0), [1, 2]
+
+    monkeypatch.setattr(data_module, "CIFAR10Files", Reader)
+    data = load(DataConfig(dataset="cifar10", root=tmp_path, download=True), seed=0)
+    assert calls == [True, True] and data.train.num_samples == 2
+    filelock.FileLock(str(tmp_path / ".cifar10.lock")).acquire(timeout=0)  # released afterwards
