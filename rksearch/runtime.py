@@ -1,0 +1,112 @@
+"""Where and how a trial computes: device, mixed precision, memory format, threads, determinism.
+
+Trials share machines (several per node under Ray, or a notebook), so every global torch
+setting a trial changes is restored when it ends (`activated`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+#: cuBLAS needs this workspace setting for deterministic matrix products
+CUBLAS_DETERMINISTIC = ":4096:8"
+
+
+class RuntimeConfig(BaseModel):
+    """The `runtime` section of a trial config; 'auto' means: what is fastest on the device."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="auto: bf16 (fp16 if unsupported) on CUDA, off on CPU")
+    channels_last: Literal["auto"] | bool = Field("auto", description="auto: on for CUDA, off on CPU")
+    threads: int | None = Field(None, ge=1, description="CPU threads; default: the trial's CPU share")
+    deterministic: bool = False
+    memory_efficient: bool = Field(False, description="recompute dense concatenations in backward (less memory)")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    threads: int
+    deterministic: bool
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                              enabled=self.amp_dtype is not None)
+
+    def describe(self) -> str:
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else f"cpu x{self.threads}"
+        amp = str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else "fp32"
+        return f"{name} ({amp}{', channels_last' if self.channels_last else ''})"
+
+
+def trial_cpus() -> int:
+    """CPUs this trial may use: RKSEARCH_TRIAL_CPUS, else OMP_NUM_THREADS (Ray sets it to the
+    trial's num_cpus), else the CPUs this process is pinned to."""
+    for var in ("RKSEARCH_TRIAL_CPUS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def resolve(cfg: RuntimeConfig) -> Runtime:
+    """Turn the config's 'auto' choices into concrete ones for this machine."""
+    cuda = torch.cuda.is_available()
+    if cfg.device == "cuda" and not cuda:
+        raise RuntimeError("runtime.device is 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
+    device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and cuda) else "cpu")
+    on_gpu = device.type == "cuda"
+    if cfg.amp == "auto":
+        amp = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if on_gpu else None
+    elif cfg.amp == "fp16" and not on_gpu:
+        raise RuntimeError("runtime.amp 'fp16' needs CUDA; use 'bf16' or 'off' on CPU")
+    else:
+        amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
+    channels_last = on_gpu if cfg.channels_last == "auto" else bool(cfg.channels_last)
+    return Runtime(device, amp, channels_last, cfg.threads or trial_cpus(), cfg.deterministic)
+
+
+@contextmanager
+def activated(runtime: Runtime) -> Iterator[None]:
+    """Apply the runtime's thread count and determinism; restore the previous settings after."""
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.set_num_threads(runtime.threads)
+    if runtime.deterministic:
+        if runtime.device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = runtime.deterministic
+    torch.backends.cudnn.benchmark = runtime.device.type == "cuda" and not runtime.deterministic
+    try:
+        yield
+    finally:
+        threads, det, warn_only, cudnn_det, cudnn_bench = saved
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det, warn_only=warn_only)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_det, cudnn_bench
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) from the trial's seed."""
+    random.seed(seed)
+    np.random.seed(seed & 0xFFFFFFFF)
+    torch.manual_seed(seed)
+

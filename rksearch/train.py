@@ -1,0 +1,271 @@
+"""One trial: seed, build the model by name, train with the paper's recipe, evaluate every
+epoch, checkpoint, report.
+
+`run_trial` is a plain function: the engine wraps it for Ray Tune (its `report` callback
+forwards to ``tune.report``), and a notebook calls it directly.  Per epoch it writes the
+checkpoint *before* reporting, so whatever the reporter does next (Tune persisting the
+checkpoint, a scheduler stopping the trial) the checkpoint is complete.
+
+    >>> result = run_trial({"model": {"name": "ERKNet-1x1 1x1 1x1", "knobs": {"k": 8}},
+    ...                     "data": {"dataset": "digits"}, "optim": {"epochs": 2}})
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from torch import nn
+
+from . import checkpoint as ckpt
+from .data import BatchSource, DataConfig, TrialData
+from .data import load as load_data
+from .models import build
+from .runtime import Runtime, RuntimeConfig, activated, resolve, seed_everything
+
+log = logging.getLogger(__name__)
+
+Reporter = Callable[[dict[str, Any], "Path | None"], None]
+#: steps between checks of the running loss for NaN/inf (each check syncs a GPU)
+DIVERGENCE_CHECK_EVERY = 20
+
+
+class ModelConfig(BaseModel):
+    """A model name plus the knobs of `rksearch.models.parse` (k, m, r, u, neck, dropout, ...).
+
+    The stem and the number of classes come from the data set unless the knobs set them.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    knobs: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimConfig(BaseModel):
+    """SGD with Nesterov momentum and a per-epoch schedule (rkcnn.md section 7, CIFAR recipe)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(1e-4, ge=0)
+    epochs: int = Field(300, ge=1)
+    schedule: Literal["step", "cosine"] = "step"
+    milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75],
+                                    description="step schedule: fractions of `epochs` (paper: 150, 225 of 300)")
+    gamma: float = Field(0.1, gt=0, le=1)
+
+    @field_validator("milestones")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        if any(not 0 < f <= 1 for f in value) or value != sorted(value):
+            raise ValueError(f"milestones: increasing fractions of the epochs in (0, 1], got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> OptimConfig:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov: needs momentum > 0")
+        return self
+
+    def milestone_epochs(self) -> list[int]:
+        return [max(1, round(f * self.epochs)) for f in self.milestones]
+
+
+class TrialConfig(BaseModel):
+    """Everything one trial needs; `model_validate` takes the plain dicts Ray passes around."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelConfig
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _same_dataset(self) -> TrialConfig:
+        named = self.model.knobs.get("dataset")
+        if named is not None and named != self.data.dataset:
+            raise ValueError(f"model.knobs.dataset is {named!r} but data.dataset is {self.data.dataset!r}")
+        return self
+
+
+@dataclass
+class TrialResult:
+    status: Literal["completed", "failed"]
+    error: str | None
+    epochs: int
+    final: dict[str, Any]
+    best_val_acc: float
+    device: str
+    params: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def run_trial(config: TrialConfig | dict[str, Any], report: Reporter | None = None,
+              checkpoint_dir: Path | None = None, resume_from: Path | None = None) -> TrialResult:
+    """Train and evaluate one model; see the module docstring.
+
+    `report(metrics, checkpoint_dir)` is called after every epoch, once that epoch's
+    checkpoint is on disk (``None`` when no `checkpoint_dir` is given or the trial failed).
+    `resume_from` is a directory holding a ``checkpoint.pt``: training goes on at the next
+    epoch.  A diverging trial reports once with ``trial_status: "failed"`` and returns.
+    """
+    cfg = config if isinstance(config, TrialConfig) else TrialConfig.model_validate(config)
+    runtime = resolve(cfg.runtime)
+    with activated(runtime):
+        seed_everything(cfg.seed)
+        data = load_data(cfg.data, seed=cfg.seed, device=runtime.device)
+        trainer = _Trainer(cfg, runtime, data)
+        if resume_from is not None:
+            trainer.restore(ckpt.load(Path(resume_from)))
+        return trainer.run(report, Path(checkpoint_dir) if checkpoint_dir is not None else None)
+
+
+def build_model(cfg: TrialConfig, data: TrialData) -> nn.Module:
+    """The trial's model, with the data set's stem and classes unless the knobs say otherwise."""
+    knobs = {"stem": data.stem, "num_classes": data.num_classes, **cfg.model.knobs}
+    return build(cfg.model.name, memory_efficient=cfg.runtime.memory_efficient, **knobs)
+
+
+class _Trainer:
+    """The state of one trial between epochs: model, optimiser, schedule, scaler, progress."""
+
+    def __init__(self, cfg: TrialConfig, runtime: Runtime, data: TrialData) -> None:
+        self.cfg, self.runtime, self.data = cfg, runtime, data
+        self.model = build_model(cfg, data).to(runtime.device, memory_format=runtime.memory_format)
+        self.params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        o = cfg.optim
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
+                                         nesterov=o.nesterov, weight_decay=o.weight_decay)
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler = (
+            torch.optim.lr_scheduler.MultiStepLR(self.optimizer, o.milestone_epochs(), o.gamma)
+            if o.schedule == "step" else torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, o.epochs)
+        )
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
+        self.epoch, self.best_val_acc = 0, 0.0
+        self.last: dict[str, Any] = {}
+        log.info("trial: %s (%d params) on %s", cfg.model.name, self.params, runtime.describe())
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "best_val_acc": self.best_val_acc, "metrics": self.last,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "rng": ckpt.rng_state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        self.epoch, self.best_val_acc, self.last = state["epoch"], state["best_val_acc"], state["metrics"]
+        log.info("resumed after epoch %d (best val acc %.4f)", self.epoch, self.best_val_acc)
+
+    # ---- the loop ------------------------------------------------------------------------
+    def run(self, report: Reporter | None, checkpoint_dir: Path | None) -> TrialResult:
+        history: list[dict[str, Any]] = []
+        for epoch in range(self.epoch + 1, self.cfg.optim.epochs + 1):
+            started = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            try:
+                train_loss, train_acc, train_seconds = self._train_epoch(epoch)
+                val_loss, val_acc = evaluate(self.model, self.data.val, self.runtime)
+                if not math.isfinite(val_loss):
+                    raise Diverged(f"validation loss is {val_loss} after epoch {epoch}")
+            except Diverged as exc:
+                metrics = self._metrics(epoch, lr, started, status="failed", error=str(exc))
+                log.warning("trial failed: %s", exc)
+                if report is not None:
+                    report(metrics, None)
+                return self._result("failed", str(exc), history + [metrics])
+            self.scheduler.step()
+            self.epoch, self.best_val_acc = epoch, max(self.best_val_acc, val_acc)
+            status = "completed" if epoch == self.cfg.optim.epochs else "running"
+            self.last = self._metrics(epoch, lr, started, status=status, train_loss=train_loss,
+                                      train_acc=train_acc, val_loss=val_loss, val_acc=val_acc,
+                                      images_per_s=self.data.train.num_samples / train_seconds)
+            history.append(self.last)
+            log.info("epoch %d: train loss %.4f acc %.4f, val loss %.4f acc %.4f, %.1f s", epoch,
+                     train_loss, train_acc, val_loss, val_acc, self.last["seconds"])
+            if checkpoint_dir is not None:
+                ckpt.save(checkpoint_dir, self.state())
+            if report is not None:
+                report(dict(self.last), checkpoint_dir)
+        return self._result("completed", None, history)
+
+    def _metrics(self, epoch: int, lr: float, started: float, *, status: str, **values: Any) -> dict[str, Any]:
+        """One epoch's report; quantities a failed epoch did not measure are NaN."""
+        nan = float("nan")
+        metrics = {"epoch": epoch, "train_loss": nan, "train_acc": nan, "val_loss": nan, "val_acc": nan,
+                   "lr": lr, "seconds": time.perf_counter() - started, "images_per_s": nan}
+        metrics.update(values)
+        metrics.update(best_val_acc=self.best_val_acc, trial_status=status, device=self.runtime.describe())
+        return metrics
+
+    def _result(self, status: Literal["completed", "failed"], error: str | None,
+                history: list[dict[str, Any]]) -> TrialResult:
+        final = history[-1] if history else dict(self.last)
+        return TrialResult(status, error, self.epoch, final, self.best_val_acc, self.runtime.describe(),
+                           self.params, history)
+
+    def _train_epoch(self, epoch: int) -> tuple[float, float, float]:
+        """(mean loss, accuracy, seconds) of one pass over the training data."""
+        model, opt, rt = self.model, self.optimizer, self.runtime
+        model.train()
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
+        correct = torch.zeros((), dtype=torch.int64, device=rt.device)
+        seen = 0
+        for step, (images, labels) in enumerate(self.data.train.batches(epoch), 1):
+            images = images.contiguous(memory_format=rt.memory_format)
+            with rt.autocast():
+                logits = model(images)
+                loss = F.cross_entropy(logits, labels)
+            opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(opt)
+            self.scaler.update()
+            loss_sum += loss.detach().double() * len(labels)
+            correct += (logits.argmax(1) == labels).sum()
+            seen += len(labels)
+            if step % DIVERGENCE_CHECK_EVERY == 0:
+                _check_finite(loss_sum, epoch, step)
+        _check_finite(loss_sum, epoch, step)
+        return loss_sum.item() / seen, correct.item() / seen, time.perf_counter() - started
+
+
+def evaluate(model: nn.Module, source: BatchSource, runtime: Runtime) -> tuple[float, float]:
+    """(mean loss, accuracy) of `model` on every batch of `source`, in eval mode."""
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
+    correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
+    with torch.no_grad():
+        for images, labels in source.batches(0):
+            with runtime.autocast():
+                logits = model(images.contiguous(memory_format=runtime.memory_format))
+            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").double()
+            correct += (logits.argmax(1) == labels).sum()
+    return loss_sum.item() / source.num_samples, correct.item() / source.num_samples
+
+
+def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
+    if not torch.isfinite(loss_sum):
+        raise Diverged(f"training loss became {loss_sum.item()} in epoch {epoch} by step {step}")
