@@ -214,7 +214,7 @@ class Store:
         """trial key -> status for every trial of the study (what a resume must not redo)."""
         with db.reading(self.engine) as conn:
             rows = conn.execute(sa.select(trials.c.trial_key, trials.c.status).where(trials.c.study_id == study_id))
-            return dict(rows.tuples().all())
+            return {key: status for key, status in rows}
 
     # ------------------------------------------------------------------ reuse
 
