@@ -126,7 +126,7 @@ def create_engine(url: str, *, create: bool = True) -> Engine:
     else:
         connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
     try:
-        engine = sa.create_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
+        engine = sa.create_engine(parsed, connect_args=connect_args)
     except Exception as exc:  # a missing driver (e.g. psycopg not installed), bad options
         raise StoreError(f"cannot use {redact(parsed)}: {_scrub(str(exc), parsed)}") from None
     if parsed.get_backend_name() == "sqlite":

@@ -78,6 +78,7 @@ class Store:
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         # (study id, trial key) -> trial id: trial ids never change, so one lookup per trial
         self._trial_ids: dict[tuple[int, str], int] = {}
+        self._epoch_sql: tuple[sa.Insert, sa.Update] | None = None
 
     @property
     def display_url(self) -> str:
@@ -173,32 +174,47 @@ class Store:
         """Store one epoch's metrics and refresh the trial's summary in the same transaction.
 
         The summary (epochs done, best and final accuracy) is recomputed from the stored epochs
-        rather than incremented, so a re-delivered or out-of-order epoch cannot skew it.
+        rather than incremented, so a re-delivered or out-of-order epoch cannot skew it.  Both
+        statements are built once (`_epoch_statements`): at one call per epoch, building them
+        per call cost more than the database work.
         """
-        epoch = int(metrics["epoch"])
-        values = {name: _number(metrics.get(name)) for name in EPOCH_METRICS}
+        upsert, summary = self._epoch_statements()
+        row = {name: _number(metrics.get(name)) for name in EPOCH_METRICS}
+        device = metrics.get("device")
         with self.engine.begin() as conn:
             trial_id = self._trial_id(conn, study_id, trial_key)
-            statement = self._insert(epochs).values(trial_id=trial_id, epoch=epoch, recorded_at=_now(), **values)
-            conn.execute(statement.on_conflict_do_update(
+            conn.execute(upsert, {"trial_id": trial_id, "epoch": int(metrics["epoch"]), "recorded_at": _now(), **row})
+            conn.execute(summary, {
+                "tid": trial_id,
+                "reported_best": _number(metrics.get("best_val_acc")),
+                "reported_device": None if device is None else str(device)[:100],
+            })  # fmt: skip
+
+    def _epoch_statements(self) -> tuple[sa.Insert, sa.Update]:
+        if self._epoch_sql is None:
+            insert = self._insert(epochs)
+            upsert = insert.on_conflict_do_update(
                 index_elements=[epochs.c.trial_id, epochs.c.epoch],
-                set_={**{name: statement.excluded[name] for name in EPOCH_METRICS},
-                      "recorded_at": statement.excluded.recorded_at},
-            ))  # fmt: skip
-            done, best = conn.execute(
-                sa.select(sa.func.count(), sa.func.max(epochs.c.val_acc)).where(epochs.c.trial_id == trial_id)
-            ).one()
-            final = conn.execute(
-                sa.select(epochs.c.val_acc).where(epochs.c.trial_id == trial_id)
-                .order_by(epochs.c.epoch.desc()).limit(1)
-            ).scalar()  # fmt: skip
-            reported_best = _number(metrics.get("best_val_acc"))
-            if reported_best is not None and (best is None or reported_best > best):
-                best = reported_best  # epochs trained before a restore may predate this database
-            update: dict[str, Any] = {"epochs_done": done, "best_val_acc": best, "final_val_acc": final}
-            if metrics.get("device") is not None:
-                update["device"] = str(metrics["device"])[:100]
-            conn.execute(trials.update().where(trials.c.id == trial_id).values(**update))
+                set_={name: insert.excluded[name] for name in (*EPOCH_METRICS, "recorded_at")},
+            )
+            of_trial = epochs.c.trial_id == trials.c.id
+            stored_best = sa.select(sa.func.max(epochs.c.val_acc)).where(of_trial).scalar_subquery()
+            # epochs trained before a restore may predate this database: trust a higher report
+            reported = sa.bindparam("reported_best", type_=sa.Float)
+            best = sa.case((reported > sa.func.coalesce(stored_best, -1.0), reported), else_=stored_best)
+            summary = (
+                trials.update()
+                .where(trials.c.id == sa.bindparam("tid"))
+                .values(
+                    epochs_done=sa.select(sa.func.count()).where(of_trial).scalar_subquery(),
+                    best_val_acc=best,
+                    final_val_acc=sa.select(epochs.c.val_acc).where(of_trial)
+                    .order_by(epochs.c.epoch.desc()).limit(1).scalar_subquery(),
+                    device=sa.func.coalesce(sa.bindparam("reported_device", type_=sa.String), trials.c.device),
+                )
+            )  # fmt: skip
+            self._epoch_sql = (upsert, summary)
+        return self._epoch_sql
 
     def trial_finished(self, study_id: int, trial_key: str, status: str, error: str | None = None,
                        wall_seconds: float | None = None) -> None:  # fmt: skip
