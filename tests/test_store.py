@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import pickle
 import socket
 import threading
 from pathlib import Path
@@ -18,7 +19,7 @@ from pgfixture import db_url, pg_server, pg_url  # noqa: F401  (fixtures)
 from storeload import FakeTrial, describe, epoch_result, process_worker, run_trials, val_acc
 
 from rksearch import results
-from rksearch.store import StoreCallback, StoreError, open_store
+from rksearch.store import Store, StoreCallback, StoreError, open_store
 from rksearch.store import callback as callback_module
 from rksearch.store import db
 from rksearch.store.schema import metadata
@@ -341,4 +342,19 @@ def test_reader_during_writes_sees_consistent_data(db_url: str) -> None:
     assert not errors and reads >= 3
     final = results.load(db_url, "live")
     assert len(final) == 12 and (final["epochs"] == 6).all()
+    store.close()
+
+
+def test_callback_pickles_without_password_and_reconnects(db_url: str) -> None:
+    """Ray pickles callbacks into tuner.pkl: no engine, no password, and it must still work."""
+    store = open_store(db_url)
+    study = store.begin_study("s", "x")
+    callback = StoreCallback(store, study, describe)
+    unconnected = Store(db.create_engine("postgresql+psycopg://ada:Secr3tPw@127.0.0.1:1/rk"))
+    frozen = pickle.dumps(StoreCallback(unconnected, study, describe))
+    assert b"Secr3tPw" not in frozen and b"ada@127.0.0.1:1/rk" in frozen
+    restored = pickle.loads(pickle.dumps(callback))
+    assert restored.store is None
+    run_trials(restored, [1], 2, redeliver=False)
+    assert store.trial_statuses(study) == {"key0001": "completed"}
     store.close()

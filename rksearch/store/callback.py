@@ -4,6 +4,11 @@ It runs on the driver, so the workers never talk to the database: one writer, no
 shipped to the cluster.  A database hiccup must not kill a study that has been training for
 hours, so a failed write is retried with backoff and then logged, never raised into Ray; the
 writes are idempotent, so a retry that did reach the database does no harm.
+
+Ray pickles the callback with the experiment (``tuner.pkl``, for `Tuner.restore`).  The pickle
+holds the database URL *without* its password and reconnects on first use, so credentials are
+never written to the experiment directory; a restored run against a password-protected server
+takes the password from ``PGPASSWORD`` or ``~/.pgpass`` as libpq does.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy.exc
+from sqlalchemy.engine import URL
 from ray import tune
 
-from rksearch.store.writer import Store, TrialInfo
+from rksearch.store.db import StoreError
+from rksearch.store.writer import Store, TrialInfo, open_store
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +43,21 @@ class StoreCallback(tune.Callback):
     """
 
     def __init__(self, store: Store, study_id: int, describe: Callable[[dict], TrialInfo]) -> None:
-        self.store = store
+        self.store: Store | None = store
+        self._url = _without_password(store.engine.url)
         self.study_id = study_id
         self.describe = describe
         self._infos: dict[str, TrialInfo] = {}
         self._started: dict[str, float] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # no engine, no password; start times are per-process clocks and mean nothing elsewhere
+        return {**self.__dict__, "store": None, "_infos": {}, "_started": {}}
+
+    def _store(self) -> Store:
+        if self.store is None:
+            self.store = open_store(self._url)
+        return self.store
 
     def _info(self, trial: Any) -> TrialInfo:
         info = self._infos.get(trial.trial_id)
@@ -48,13 +65,13 @@ class StoreCallback(tune.Callback):
             info = self._infos[trial.trial_id] = self.describe(trial.config)
         return info
 
-    def _write(self, what: str, write: Callable[..., None], *args: Any) -> None:
-        """Run one store write, retrying transient database errors, never raising them."""
+    def _write(self, what: str, method: str, *args: Any) -> None:
+        """Run one Store write, retrying database errors with backoff, never raising them."""
         for attempt, delay in enumerate((*RETRY_DELAYS_S, None)):
             try:
-                write(*args)
+                getattr(self._store(), method)(*args)
                 return
-            except sqlalchemy.exc.DBAPIError as exc:
+            except (sqlalchemy.exc.DBAPIError, StoreError) as exc:
                 if delay is None:
                     log.error("results store: giving up on %s after %d attempts: %s", what, attempt + 1, exc)
                     return
@@ -64,19 +81,19 @@ class StoreCallback(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._started[trial.trial_id] = time.monotonic()
         node = getattr(trial, "node_ip", None)
-        self._write("trial start", self.store.trial_started, self.study_id, self._info(trial), node)
+        self._write("trial start", "trial_started", self.study_id, self._info(trial), node)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if result.get("trial_status") == "skipped" or "epoch" not in result:
             return
         key = self._info(trial).trial_key
-        self._write("epoch", self.store.record_epoch, self.study_id, key, result)
+        self._write("epoch", "record_epoch", self.study_id, key, result)
 
     def _finish(self, trial: Any, status: str, error: str | None) -> None:
         started = self._started.pop(trial.trial_id, None)
         wall = None if started is None else time.monotonic() - started
         key = self._info(trial).trial_key
-        self._write("trial end", self.store.trial_finished, self.study_id, key, status, error, wall)
+        self._write("trial end", "trial_finished", self.study_id, key, status, error, wall)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
@@ -92,6 +109,12 @@ class StoreCallback(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, "failed", _tail(_error_text(trial)))
+
+
+def _without_password(url: URL) -> str:
+    """`url` with no password at all (`URL.set(password=None)` would keep the old one)."""
+    bare = URL.create(url.drivername, url.username, None, url.host, url.port, url.database, url.query)
+    return bare.render_as_string(hide_password=False)
 
 
 def _error_text(trial: Any) -> str:
