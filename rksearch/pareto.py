@@ -1,0 +1,51 @@
+"""Pareto fronts of study results: the one implementation the plots and `results` share.
+
+A study trades accuracy against cost (FLOPs or params), so the interesting trials are the
+non-dominated ones.  The direction of the y objective is read from its column name, so the
+same call works on the contract's `val_acc` (maximised) and `val_error` (minimised).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+#: y columns whose name ends with one of these are minimised; every other y is maximised.
+MINIMISED_SUFFIXES: tuple[str, ...] = ("error", "loss")
+
+
+def minimises(y: str) -> bool:
+    """Whether objective `y` is better when smaller (errors and losses are)."""
+    return y.endswith(MINIMISED_SUFFIXES)
+
+
+def pareto(df: pd.DataFrame, x: str = "flops", y: str = "val_acc") -> pd.DataFrame:
+    """The rows of `df` that no other row dominates, sorted by `x` (ties: better y first).
+
+    `x` is always minimised; `y` is minimised when its name ends in 'error' or 'loss' and
+    maximised otherwise.  Row a dominates row b when a is at least as good in both and strictly
+    better in one, so exact duplicates of a front point are all kept (neither dominates the
+    other).  Rows with a missing x or y cannot be compared and are left out.  The original index
+    is kept so callers can join the front back to their frame.
+    """
+    data = df.dropna(subset=[x, y])
+    if data.empty:
+        return data
+    better_first = minimises(y)
+    ordered = data.sort_values([x, y], ascending=[True, better_first], kind="mergesort")
+    xs = ordered[x].to_numpy()
+    ys = ordered[y].to_numpy() if better_first else -ordered[y].to_numpy()
+    keep = []
+    best_y = None
+    last_x = None
+    for position, (xv, yv) in enumerate(zip(xs, ys)):
+        # Sweeping in x order, a row joins the front iff no cheaper-or-equal row has a y as
+        # good as its own -- except an exact duplicate of the last front point.
+        if best_y is None or yv < best_y:
+            keep.append(position)
+            best_y, last_x = yv, xv
+        elif yv == best_y and xv == last_x:
+            keep.append(position)
+    return ordered.iloc[keep]
+
+
+__all__ = ["pareto", "minimises", "MINIMISED_SUFFIXES"]

@@ -1,0 +1,215 @@
+"""Study results as pandas DataFrames, straight from the SQL store, without Ray.
+
+The database is the source of truth, so this is how results are read a year later on another
+machine: `load` (one row per trial), `load_epochs` (one row per epoch), `studies`, `pareto`, and
+a small CLI (`python -m rksearch.results ls|show|export`).  Reads run in one read-only
+transaction, so a running study is neither blocked nor seen half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from rksearch.pareto import pareto
+from rksearch.store import db
+from rksearch.store.db import StoreError
+from rksearch.store.schema import epochs, studies as studies_table, trials
+
+DEFAULT_URL = "sqlite:///rksearch.db"
+
+#: the per-trial columns before the search dimensions, and after them
+_TRIAL_HEAD = ("study", "trial_id", "trial_key", "model_name", "canonical")
+_TRIAL_TAIL = (
+    "seed", "params", "flops", "macs", "best_val_acc", "final_val_acc", "best_val_error",
+    "final_val_error", "val_acc", "val_error", "epochs", "wall_seconds", "status", "error",
+    "device", "node", "started_at", "finished_at", "reused_from",
+)  # fmt: skip
+_EPOCH_TAIL = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_error", "lr", "seconds",
+               "images_per_s")  # fmt: skip
+
+
+@contextlib.contextmanager
+def _snapshot(url: str) -> Iterator[Connection]:
+    """A read-only snapshot of an existing database (never creates one for a mistyped path)."""
+    engine = db.connect(url, create=False)
+    try:
+        with db.reading(engine) as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def _study_filter(conn: Connection, study: str | None) -> sa.ColumnElement[bool]:
+    """WHERE clause for one study by name (StoreError if it does not exist) or for all."""
+    if study is None:
+        return sa.true()
+    found = conn.execute(sa.select(studies_table.c.id).where(studies_table.c.name == study)).scalar()
+    if found is None:
+        raise StoreError(f"no study named {study!r}")
+    return trials.c.study_id == found
+
+
+def _with_dims(frame: pd.DataFrame, head: tuple[str, ...], tail: tuple[str, ...]) -> pd.DataFrame:
+    """Spread each trial's `dims` JSON into one column per search dimension, between head and tail.
+
+    A dimension named like a fixed column (say `seed`) keeps its value under `<name>_dim`, so
+    neither overwrites the other.
+    """
+    dims = pd.DataFrame(list(frame.pop("dims")), index=frame.index)
+    dims = dims.rename(columns={c: f"{c}_dim" for c in dims.columns if c in head + tail})
+    return pd.concat([frame[list(head)], dims, frame[list(tail)]], axis=1)
+
+
+def _utc(frame: pd.DataFrame, columns: tuple[str, ...]) -> None:
+    """Timestamps as UTC-aware (SQLite hands them back naive, PostgreSQL aware)."""
+    for column in columns:
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+
+
+def load(url: str = DEFAULT_URL, study: str | None = None, status: str | None = "completed") -> pd.DataFrame:
+    """One row per trial of `study` (all studies if None) with `status` (all statuses if None).
+
+    `val_acc`/`val_error` are the trial's headline numbers (its best validation epoch), the
+    names `pareto`'s default objective reads; errors are fractions (1 - accuracy).
+    """
+    query = (
+        sa.select(
+            studies_table.c.name.label("study"), trials.c.id.label("trial_id"), trials.c.trial_key,
+            trials.c.model_name, trials.c.canonical, trials.c.dims, trials.c.seed, trials.c.params,
+            trials.c.flops, trials.c.macs, trials.c.best_val_acc, trials.c.final_val_acc,
+            trials.c.epochs_done.label("epochs"), trials.c.wall_seconds, trials.c.status, trials.c.error,
+            trials.c.device, trials.c.node, trials.c.started_at, trials.c.finished_at,
+            trials.c.reused_from_id.label("reused_from"),
+        )
+        .join(studies_table, studies_table.c.id == trials.c.study_id)
+        .order_by(trials.c.id)
+    )  # fmt: skip
+    with _snapshot(url) as conn:
+        query = query.where(_study_filter(conn, study))
+        if status is not None:
+            query = query.where(trials.c.status == status)
+        frame = pd.DataFrame(conn.execute(query).mappings().all(), columns=list(query.selected_columns.keys()))
+    for kind in ("best", "final"):
+        frame[f"{kind}_val_error"] = 1.0 - frame[f"{kind}_val_acc"].astype(float)
+    frame["val_acc"] = frame["best_val_acc"].astype(float)
+    frame["val_error"] = frame["best_val_error"]
+    for column in ("params", "flops", "macs", "reused_from"):
+        frame[column] = frame[column].astype("Int64")
+    _utc(frame, ("started_at", "finished_at"))
+    return _with_dims(frame, _TRIAL_HEAD, _TRIAL_TAIL)
+
+
+def load_epochs(url: str = DEFAULT_URL, study: str | None = None) -> pd.DataFrame:
+    """One row per recorded epoch of every trial of `study` (all studies if None)."""
+    query = (
+        sa.select(
+            studies_table.c.name.label("study"), trials.c.id.label("trial_id"), trials.c.trial_key,
+            trials.c.model_name, trials.c.dims, epochs.c.epoch, epochs.c.train_loss, epochs.c.train_acc,
+            epochs.c.val_loss, epochs.c.val_acc, epochs.c.lr, epochs.c.seconds, epochs.c.images_per_s,
+        )
+        .join(trials, trials.c.id == epochs.c.trial_id)
+        .join(studies_table, studies_table.c.id == trials.c.study_id)
+        .order_by(trials.c.id, epochs.c.epoch)
+    )  # fmt: skip
+    with _snapshot(url) as conn:
+        query = query.where(_study_filter(conn, study))
+        frame = pd.DataFrame(conn.execute(query).mappings().all(), columns=list(query.selected_columns.keys()))
+    frame["val_error"] = 1.0 - frame["val_acc"].astype(float)
+    return _with_dims(frame, ("study", "trial_id", "trial_key", "model_name"), _EPOCH_TAIL)
+
+
+def studies(url: str = DEFAULT_URL) -> pd.DataFrame:
+    """One row per study: name, status, times, code version and trial counts by status."""
+    counts = {
+        status: sa.func.count(trials.c.id).filter(trials.c.status == status).label(status)
+        for status in ("completed", "pruned", "failed", "skipped", "running")
+    }
+    query = (
+        sa.select(
+            studies_table.c.name.label("study"), studies_table.c.id, studies_table.c.status,
+            studies_table.c.created_at, studies_table.c.finished_at, studies_table.c.code_version,
+            sa.func.count(trials.c.id).label("trials"), *counts.values(),
+        )
+        .outerjoin(trials, trials.c.study_id == studies_table.c.id)
+        .group_by(studies_table.c.id)
+        .order_by(studies_table.c.id)
+    )  # fmt: skip
+    with _snapshot(url) as conn:
+        frame = pd.DataFrame(conn.execute(query).mappings().all(), columns=list(query.selected_columns.keys()))
+    _utc(frame, ("created_at", "finished_at"))
+    return frame
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _export(frame: pd.DataFrame, fmt: str, output: Path | None) -> str | None:
+    """Write `frame` as `fmt` to `output`, or return the text for stdout."""
+    if fmt == "parquet":
+        if output is None:
+            raise StoreError("parquet is binary: give an output file with -o")
+        try:
+            frame.to_parquet(output, index=False)
+        except ImportError as exc:
+            raise StoreError(f"parquet export needs pyarrow: {exc}") from None
+        return None
+    if fmt == "csv":
+        text = frame.to_csv(index=False)
+    else:
+        try:
+            text = frame.to_markdown(index=False) + "\n"
+        except ImportError as exc:
+            raise StoreError(f"markdown export needs tabulate: {exc}") from None
+    if output is None:
+        return text
+    output.write_text(text)
+    return None
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--storage", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
+    parser = argparse.ArgumentParser(prog="python -m rksearch.results", description="Read study results.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("ls", parents=[common], help="list the studies")
+    show = commands.add_parser("show", parents=[common], help="a study's trials")
+    show.add_argument("study")
+    export = commands.add_parser("export", parents=[common], help="write a study's trials to a file")
+    export.add_argument("study")
+    export.add_argument("--format", choices=("csv", "parquet", "markdown"), default="csv")
+    export.add_argument("-o", "--output", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "ls":
+            print(studies(args.storage).to_string(index=False))
+        elif args.command == "show":
+            frame = load(args.storage, args.study, status=None)
+            columns = [c for c in frame.columns if c not in ("trial_key", "canonical", "error", "node",
+                                                               "started_at", "finished_at")]  # fmt: skip
+            print(frame[columns].to_string(index=False))
+        else:
+            text = _export(load(args.storage, args.study, status=None), args.format, args.output)
+            if text is not None:
+                sys.stdout.write(text)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = ["load", "load_epochs", "studies", "pareto", "main", "DEFAULT_URL"]
+
+if __name__ == "__main__":
+    sys.exit(main())

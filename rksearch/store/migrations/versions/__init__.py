@@ -1,0 +1,1 @@
+"""Alembic revision scripts, oldest first by `down_revision` chain (0001 -> 0002 -> ...)."""

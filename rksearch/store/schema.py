@@ -1,0 +1,88 @@
+"""The current SQL schema: studies, trials, per-epoch metrics.
+
+These tables are what the code reads and writes *now*.  The database gets there through the
+Alembic revisions in ``migrations/versions`` (never through ``metadata.create_all``), and a test
+compares the migrated database with this metadata so the two cannot drift apart.
+
+SQLAlchemy Core tables rather than ORM classes: every write is a dialect upsert
+(``INSERT ... ON CONFLICT``) and every read a select into pandas, so mapped objects would only
+add a second copy of each row.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+#: JSON documents (search dimensions, configs, environments): JSONB on PostgreSQL so they
+#: can be queried and indexed there, plain JSON text elsewhere.
+JSONDoc = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+#: trial statuses, in the order a trial can pass through them
+TRIAL_STATUSES = ("pending", "running", "completed", "pruned", "failed", "skipped")
+
+metadata = sa.MetaData()
+
+studies = sa.Table(
+    "studies",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("study_text", sa.Text, nullable=False),
+    sa.Column("study_hash", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("code_version", sa.String(50), nullable=False),
+    sa.Column("environment", JSONDoc, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+)
+
+trials = sa.Table(
+    "trials",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("study_id", sa.Integer, sa.ForeignKey("studies.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("trial_key", sa.String(128), nullable=False),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("canonical", sa.Text, nullable=False),
+    sa.Column("dims", JSONDoc, nullable=False),
+    sa.Column("config", JSONDoc, nullable=False),
+    sa.Column("params", sa.BigInteger),
+    sa.Column("flops", sa.BigInteger),
+    sa.Column("macs", sa.BigInteger),
+    sa.Column("seed", sa.Integer),
+    sa.Column("status", sa.String(20), nullable=False),
+    # the error text of a failed trial, or the reason a trial was skipped
+    sa.Column("error", sa.Text),
+    sa.Column("best_val_acc", sa.Float),
+    sa.Column("final_val_acc", sa.Float),
+    sa.Column("epochs_done", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("wall_seconds", sa.Float),
+    sa.Column("device", sa.String(100)),
+    sa.Column("node", sa.String(200)),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    # revision 0002: the trial this row was copied from by `reuse: true` (provenance only, not a
+    # foreign key: the copy stays valid when the source study is deleted)
+    sa.Column("reused_from_id", sa.Integer, index=True),
+    sa.UniqueConstraint("study_id", "trial_key", name="uq_trials_study_key"),
+    sa.Index("ix_trials_trial_key_status", "trial_key", "status"),
+)
+
+epochs = sa.Table(
+    "epochs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("trial_id", sa.Integer, sa.ForeignKey("trials.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("train_loss", sa.Float),
+    sa.Column("train_acc", sa.Float),
+    sa.Column("val_loss", sa.Float),
+    sa.Column("val_acc", sa.Float),
+    sa.Column("lr", sa.Float),
+    sa.Column("seconds", sa.Float),
+    # revision 0002: training throughput, for the overhead and speed benchmarks
+    sa.Column("images_per_s", sa.Float),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("trial_id", "epoch", name="uq_epochs_trial_epoch"),
+)

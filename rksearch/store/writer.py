@@ -1,0 +1,276 @@
+"""The one writer of study results: idempotent upserts in short transactions.
+
+Every method is safe to call again with the same arguments (a retried callback, a resumed
+study, a re-delivered Ray result): trials are keyed by (study, trial key) and epochs by (trial,
+epoch), and each write is an `INSERT ... ON CONFLICT DO UPDATE`, so repeating it rewrites the
+same row instead of adding one.  Each call is its own transaction, so a reader (a notebook, the
+plot command) sees either all of one epoch's effects or none of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import numbers
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from rksearch.store import db, environment
+from rksearch.store.schema import epochs, studies, trials
+
+log = logging.getLogger(__name__)
+
+STUDY_END_STATUSES = ("completed", "failed", "interrupted")
+TRIAL_END_STATUSES = ("completed", "pruned", "failed")
+
+#: metrics-dict keys stored as columns of `epochs`
+EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
+
+#: trial columns that describe *what* was trained (from TrialInfo), as opposed to its outcome
+_IDENTITY = ("trial_key", "model_name", "canonical", "dims", "config", "params", "flops", "macs", "seed")
+
+#: trial columns holding a trained trial's outcome, copied when a study reuses it
+_OUTCOME = ("best_val_acc", "final_val_acc", "epochs_done", "wall_seconds", "device", "node",
+            "started_at", "finished_at")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrialInfo:
+    """What identifies and describes one trial; the engine derives it from the trial's config."""
+
+    trial_key: str
+    model_name: str
+    canonical: str
+    dims: dict
+    config: dict
+    params: int | None
+    flops: int | None
+    macs: int | None
+    seed: int
+
+    def row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _IDENTITY}
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _number(value: Any) -> float | None:
+    """A metric as a plain float; NaN, infinities and missing values become NULL."""
+    if value is None or isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class Store:
+    """Writes studies, trials and epochs to an already migrated database (see `open_store`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        # (study id, trial key) -> trial id: trial ids never change, so one lookup per trial
+        self._trial_ids: dict[tuple[int, str], int] = {}
+        self._epoch_sql: tuple[sa.Insert, sa.Update] | None = None
+
+    @property
+    def display_url(self) -> str:
+        """The database URL with the password masked, for logs and summaries."""
+        return db.redact(self.engine.url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ studies
+
+    def begin_study(self, name: str, study_text: str, *, resume: bool = False) -> int:
+        """The id of study `name`: a new row, or with `resume` the existing one set running.
+
+        Without `resume` an existing name is an error: silently adding trials to an old study
+        would mix two experiments' results under one name.
+        """
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(studies.c.id, studies.c.study_hash).where(studies.c.name == name)).first()
+            if row is not None:
+                if not resume:
+                    raise db.StoreError(f"study {name!r} already exists in {self.display_url}: "
+                                        f"use --resume to continue it, or another name")  # fmt: skip
+                if row.study_hash != _hash(study_text):
+                    log.warning("study %r is resumed with a different study file; the stored one is kept", name)
+                conn.execute(studies.update().where(studies.c.id == row.id)
+                             .values(status="running", finished_at=None))  # fmt: skip
+                return row.id
+            return conn.execute(
+                studies.insert().returning(studies.c.id).values(
+                    name=name,
+                    study_text=study_text,
+                    study_hash=_hash(study_text),
+                    status="running",
+                    code_version=environment.code_version()[:50],
+                    environment=environment.capture(),
+                    created_at=_now(),
+                )
+            ).scalar_one()
+
+    def finish_study(self, study_id: int, status: str) -> None:
+        if status not in STUDY_END_STATUSES:
+            raise ValueError(f"study status must be one of {STUDY_END_STATUSES}, not {status!r}")
+        with self.engine.begin() as conn:
+            conn.execute(studies.update().where(studies.c.id == study_id)
+                         .values(status=status, finished_at=_now()))  # fmt: skip
+
+    # ------------------------------------------------------------------ trials
+
+    def _upsert_trial(self, conn: Connection, study_id: int, info: TrialInfo,
+                      values: dict[str, Any], update: dict[str, Any]) -> int:  # fmt: skip
+        """Insert-or-update the trial row (identity columns always refreshed); its id."""
+        statement = self._insert(trials).values(study_id=study_id, **info.row(), **values)
+        refresh = {name: statement.excluded[name] for name in _IDENTITY if name != "trial_key"}
+        statement = statement.on_conflict_do_update(
+            index_elements=[trials.c.study_id, trials.c.trial_key], set_={**refresh, **update}
+        ).returning(trials.c.id)
+        trial_id = conn.execute(statement).scalar_one()
+        self._trial_ids[(study_id, info.trial_key)] = trial_id
+        return trial_id
+
+    def record_skipped(self, study_id: int, info: TrialInfo, reason: str) -> None:
+        """A trial the engine decided not to train (too large, ...), with its costs and why."""
+        values = {"status": "skipped", "error": reason, "finished_at": _now()}
+        with self.engine.begin() as conn:
+            self._upsert_trial(conn, study_id, info, values, values)
+
+    def trial_started(self, study_id: int, info: TrialInfo, node: str | None = None) -> None:
+        """Mark the trial running; a retry keeps its first start time and a recorded skip."""
+        started = _now()
+        keep_skip = sa.case((trials.c.status == "skipped", "skipped"), else_="running")
+        with self.engine.begin() as conn:
+            self._upsert_trial(
+                conn, study_id, info,
+                {"status": "running", "node": node, "started_at": started},
+                {"status": keep_skip, "node": node, "finished_at": None,
+                 "started_at": sa.func.coalesce(trials.c.started_at, started)},
+            )  # fmt: skip
+
+    def _trial_id(self, conn: Connection, study_id: int, trial_key: str) -> int:
+        cached = self._trial_ids.get((study_id, trial_key))
+        if cached is not None:
+            return cached
+        trial_id = conn.execute(
+            sa.select(trials.c.id).where(trials.c.study_id == study_id, trials.c.trial_key == trial_key)
+        ).scalar_one_or_none()
+        if trial_id is None:
+            raise db.StoreError(f"no trial {trial_key!r} in study {study_id}: trial_started must come first")
+        self._trial_ids[(study_id, trial_key)] = trial_id
+        return trial_id
+
+    def record_epoch(self, study_id: int, trial_key: str, metrics: dict) -> None:
+        """Store one epoch's metrics and refresh the trial's summary in the same transaction.
+
+        The summary (epochs done, best and final accuracy) is recomputed from the stored epochs
+        rather than incremented, so a re-delivered or out-of-order epoch cannot skew it.  Both
+        statements are built once (`_epoch_statements`): at one call per epoch, building them
+        per call cost more than the database work.
+        """
+        upsert, summary = self._epoch_statements()
+        row = {name: _number(metrics.get(name)) for name in EPOCH_METRICS}
+        device = metrics.get("device")
+        with self.engine.begin() as conn:
+            trial_id = self._trial_id(conn, study_id, trial_key)
+            conn.execute(upsert, {"trial_id": trial_id, "epoch": int(metrics["epoch"]), "recorded_at": _now(), **row})
+            conn.execute(summary, {
+                "tid": trial_id,
+                "reported_best": _number(metrics.get("best_val_acc")),
+                "reported_device": None if device is None else str(device)[:100],
+            })  # fmt: skip
+
+    def _epoch_statements(self) -> tuple[sa.Insert, sa.Update]:
+        if self._epoch_sql is None:
+            insert = self._insert(epochs)
+            upsert = insert.on_conflict_do_update(
+                index_elements=[epochs.c.trial_id, epochs.c.epoch],
+                set_={name: insert.excluded[name] for name in (*EPOCH_METRICS, "recorded_at")},
+            )
+            of_trial = epochs.c.trial_id == trials.c.id
+            stored_best = sa.select(sa.func.max(epochs.c.val_acc)).where(of_trial).scalar_subquery()
+            # epochs trained before a restore may predate this database: trust a higher report
+            reported = sa.bindparam("reported_best", type_=sa.Float)
+            best = sa.case((reported > sa.func.coalesce(stored_best, -1.0), reported), else_=stored_best)
+            summary = (
+                trials.update()
+                .where(trials.c.id == sa.bindparam("tid"))
+                .values(
+                    epochs_done=sa.select(sa.func.count()).where(of_trial).scalar_subquery(),
+                    best_val_acc=best,
+                    final_val_acc=sa.select(epochs.c.val_acc).where(of_trial)
+                    .order_by(epochs.c.epoch.desc()).limit(1).scalar_subquery(),
+                    device=sa.func.coalesce(sa.bindparam("reported_device", type_=sa.String), trials.c.device),
+                )
+            )  # fmt: skip
+            self._epoch_sql = (upsert, summary)
+        return self._epoch_sql
+
+    def trial_finished(self, study_id: int, trial_key: str, status: str, error: str | None = None,
+                       wall_seconds: float | None = None) -> None:  # fmt: skip
+        if status not in TRIAL_END_STATUSES:
+            raise ValueError(f"trial status must be one of {TRIAL_END_STATUSES}, not {status!r}")
+        with self.engine.begin() as conn:
+            trial_id = self._trial_id(conn, study_id, trial_key)
+            conn.execute(trials.update().where(trials.c.id == trial_id).values(
+                status=status, error=error, wall_seconds=_number(wall_seconds), finished_at=_now()
+            ))  # fmt: skip
+
+    def trial_statuses(self, study_id: int) -> dict[str, str]:
+        """trial key -> status for every trial of the study (what a resume must not redo)."""
+        with db.reading(self.engine) as conn:
+            rows = conn.execute(sa.select(trials.c.trial_key, trials.c.status).where(trials.c.study_id == study_id))
+            return {key: status for key, status in rows}
+
+    # ------------------------------------------------------------------ reuse
+
+    def find_completed(self, trial_key: str) -> int | None:
+        """A completed trial with this key in any study, trained ones before reused copies."""
+        with db.reading(self.engine) as conn:
+            return conn.execute(
+                sa.select(trials.c.id)
+                .where(trials.c.trial_key == trial_key, trials.c.status == "completed")
+                .order_by(trials.c.reused_from_id.is_not(None), trials.c.id)
+                .limit(1)
+            ).scalar()
+
+    def link_reused(self, study_id: int, info: TrialInfo, source_trial_id: int) -> None:
+        """Copy a completed trial and its epochs into this study instead of training it again.
+
+        `reused_from_id` names the trial that was actually trained, also when the source is
+        itself a copy, so provenance never goes through a chain of copies.
+        """
+        with self.engine.begin() as conn:
+            source = conn.execute(sa.select(trials).where(trials.c.id == source_trial_id)).mappings().first()
+            if source is None or source["status"] != "completed":
+                raise db.StoreError(f"trial {source_trial_id} is not a completed trial to reuse")
+            outcome = {name: source[name] for name in _OUTCOME}
+            outcome.update(status="completed", error=None,
+                           reused_from_id=source["reused_from_id"] or source["id"])  # fmt: skip
+            trial_id = self._upsert_trial(conn, study_id, info, outcome, outcome)
+            rows = conn.execute(sa.select(epochs).where(epochs.c.trial_id == source_trial_id)).mappings().all()
+            if rows:
+                copies = [{**{k: v for k, v in row.items() if k != "id"}, "trial_id": trial_id} for row in rows]
+                conn.execute(self._insert(epochs).on_conflict_do_nothing(
+                    index_elements=[epochs.c.trial_id, epochs.c.epoch]), copies)  # fmt: skip
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def open_store(url: str) -> Store:
+    """A Store on `url`, its schema migrated to this code's revision; StoreError if unusable."""
+    store = Store(db.connect(url))
+    log.info("results store: %s", store.display_url)
+    return store

@@ -1,0 +1,140 @@
+"""Hand-made study frames in the shape of `rksearch.results.load` / `load_epochs`.
+
+The numbers are chosen so the expected plots, tables and statistics can be worked out by hand
+(see the comments); the ERKNet costs are the paper's Table 1 values (rkcnn.md section 6).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+# family, model name, stages, form, params, flops, {seed: val error %}
+_MODELS = [
+    # ERKNet means 6.2, 5.7, 5.8, 5.1: front by params and by FLOPs drops the 5.8 one
+    ("ERKNet", "ERKNet-6x1 6x1 6x1", (6, 6, 6), "explicit", 740_000, 660_000_000, {0: 6.0, 1: 6.4}),
+    ("ERKNet", "ERKNet-7x1 6x1 6x1", (7, 6, 6), "explicit", 830_000, 830_000_000, {0: 5.5, 1: 5.9}),
+    ("ERKNet", "ERKNet-7x1 7x1 6x1", (7, 7, 6), "explicit", 910_000, 870_000_000, {0: 5.8, 1: 5.8}),
+    ("ERKNet", "ERKNet-7x1 7x1 7x1", (7, 7, 7), "explicit", 990_000, 880_000_000, {0: 5.0, 1: 5.2}),
+    # IRKNet means 6.6, 5.5, 5.7: the largest one is dominated
+    ("IRKNet", "IRKNet-3x1 3x1 3x1", (3, 3, 3), "clique", 450_000, 400_000_000, {0: 6.5, 1: 6.7}),
+    ("IRKNet", "IRKNet-4x1 4x1 4x1", (4, 4, 4), "clique", 700_000, 650_000_000, {0: 5.6, 1: 5.4}),
+    ("IRKNet", "IRKNet-5x1 5x1 5x1", (5, 5, 5), "clique", 1_000_000, 950_000_000, {0: 5.6, 1: 5.8}),
+    # one seed only
+    ("DenseNet", "DenseNet-BC-100", None, None, 800_000, 580_000_000, {0: 6.9}),
+]
+
+
+def trial_row(trial_id: int, family: str, name: str, stages, form, params: int, flops: int,
+         seed: int, error: float | None, status: str = "completed") -> dict:  # fmt: skip
+    acc = None if error is None else 1.0 - error / 100.0
+    return {
+        "study": "fig4",
+        "trial_id": trial_id,
+        "trial_key": f"key{trial_id}",
+        "model_name": name,
+        "canonical": f"{name} (k=36)",
+        "family": family,
+        "params": params,
+        "flops": flops,
+        "macs": flops // 2,
+        "val_acc": acc,
+        "final_val_acc": None if acc is None else acc - 0.001,
+        "val_error": error,
+        "final_val_error": None if error is None else error + 0.1,
+        "epochs": 300 if status == "completed" else 12,
+        "wall_seconds": 3600.0,
+        "status": status,
+        "device": "cuda:0",
+        "seed": seed,
+        "error": None if status != "failed" else "CUDA out of memory",
+        "stages": stages,
+        "growth": 36,
+        "form": form,
+    }
+
+
+def figure4_frame() -> pd.DataFrame:
+    """Three families, two seeds for the RKNets, plus a failed and a pruned trial to ignore."""
+    rows = []
+    for family, name, stages, form, params, flops, errors in _MODELS:
+        for seed, error in errors.items():
+            rows.append(trial_row(len(rows) + 1, family, name, stages, form, params, flops, seed, error))
+    rows.append(trial_row(len(rows) + 1, "ERKNet", "ERKNet-8x1 8x1 8x1", (8, 8, 8), "explicit",
+                     1_200_000, 1_100_000_000, 0, None, status="failed"))  # fmt: skip
+    rows.append(trial_row(len(rows) + 1, "IRKNet", "IRKNet-2x1 2x1 2x1", (2, 2, 2), "clique",
+                     300_000, 250_000_000, 0, 1.0, status="pruned"))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def epochs_frame() -> pd.DataFrame:
+    """Four epochs of three trials of `figure4_frame` (trial ids 1, 2 and 9)."""
+    rows = []
+    for trial_id, errors in {1: [40.0, 20.0, 10.0, 6.0], 2: [38.0, 18.0, 9.0, 5.5],
+                             9: [45.0, 25.0, 12.0, 6.5]}.items():  # fmt: skip
+        for epoch, error in enumerate(errors, start=1):
+            rows.append(
+                {
+                    "study": "fig4",
+                    "trial_id": trial_id,
+                    "trial_key": f"key{trial_id}",
+                    "model_name": "m",
+                    "epoch": epoch,
+                    "train_loss": error / 20,
+                    "train_acc": 1 - error / 110,
+                    "val_loss": error / 18,
+                    "val_acc": 1 - error / 100,
+                    "val_error": error,
+                    "lr": 0.1,
+                    "seconds": 10.0,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+#: accuracy of the base configuration per seed, and the exact paired effects of the OFAT study
+OFAT_BASE = {0: 0.78, 1: 0.84, 2: 0.81}
+OFAT_EFFECTS = {
+    ("attention", True): {0: 0.02, 1: 0.02, 2: 0.02},  # consistent gain: CI excludes zero
+    ("multiscale", False): {0: -0.01, 1: 0.01, 2: 0.0},  # noise: CI covers zero
+    ("growth", 24): {0: 0.03},  # one seed only: flagged
+}
+
+
+def ofat_frame() -> pd.DataFrame:
+    """One-factor-at-a-time study around attention=False, multiscale=True, growth=12."""
+    base = {"attention": False, "multiscale": True, "growth": 12}
+    configs = [(base, OFAT_BASE)]
+    for (factor, level), effects in OFAT_EFFECTS.items():
+        values = {seed: OFAT_BASE[seed] + delta for seed, delta in effects.items()}
+        configs.append(({**base, factor: level}, values))
+    rows = []
+    for knobs, values in configs:
+        for seed, acc in values.items():
+            row = trial_row(len(rows) + 1, "RKCNN-E", "RKCNN-E-3_3_3", (3, 3, 3), "explicit",
+                       100_000, 10_000_000, seed, 100.0 * (1.0 - acc))  # fmt: skip
+            row.pop("stages")
+            row.pop("form")
+            row.update(knobs)
+            row["val_acc"] = acc  # exact, not 1 - error / 100 rounded twice
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+#: additive 2x2 grid: main effect of depth 'deep' is +0.05, of lr 0.05 is +0.01, per seed
+GRID_SEED_EFFECT = {0: 0.0, 1: 0.03, 2: -0.02}
+
+
+def grid_frame() -> pd.DataFrame:
+    rows = []
+    for depth in ("shallow", "deep"):
+        for lr in (0.1, 0.05):
+            for seed, seed_effect in GRID_SEED_EFFECT.items():
+                acc = 0.7 + 0.05 * (depth == "deep") + 0.01 * (lr == 0.05) + seed_effect
+                row = trial_row(len(rows) + 1, "RKCNN-E", f"RKCNN-E-{depth}", None, "explicit",
+                           100_000, 10_000_000, seed, 100.0 * (1.0 - acc))  # fmt: skip
+                row.pop("stages")
+                row.pop("form")
+                row.pop("growth")
+                row.update({"depth": depth, "lr": lr, "val_acc": acc})
+                rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,360 @@
+"""The results store on SQLite and on a real PostgreSQL server: schema, writes, concurrency."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import pickle
+import socket
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from pgfixture import db_url, pg_server, pg_url  # noqa: F401  (fixtures)
+from storeload import FakeTrial, describe, epoch_result, process_worker, run_trials, val_acc
+
+from rksearch import results
+from rksearch.store import Store, StoreCallback, StoreError, open_store
+from rksearch.store import callback as callback_module
+from rksearch.store import db
+from rksearch.store.schema import metadata
+
+N_WORKERS = 8
+N_EPOCHS = 4
+
+
+def _count(url: str, table: str) -> int:
+    store = open_store(url)
+    try:
+        with store.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(sa.table(table))).scalar_one()
+    finally:
+        store.close()
+
+
+def _overlapping_work() -> list[list[int]]:
+    """Worker w writes trials 2w and 2w+1 and re-writes 2w+2, so every trial has two writers."""
+    n_trials = 2 * N_WORKERS
+    return [[2 * w, 2 * w + 1, (2 * w + 2) % n_trials] for w in range(N_WORKERS)]
+
+
+def _assert_all_written(url: str, study: str) -> None:
+    df = results.load(url, study, status=None)
+    assert len(df) == 2 * N_WORKERS and df["trial_key"].is_unique
+    assert set(df["status"]) == {"completed"}
+    assert (df["epochs"] == N_EPOCHS).all()
+    epochs = results.load_epochs(url, study)
+    assert len(epochs) == 2 * N_WORKERS * N_EPOCHS
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert _count(url, "epochs") == 2 * N_WORKERS * N_EPOCHS  # nothing outside the study either
+    for row in df.itertuples():
+        number = int(row.trial_key[3:])
+        assert row.final_val_acc == pytest.approx(val_acc(number, N_EPOCHS))
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def _upgrade_to(url: str, revision: str) -> None:
+    engine = db.create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(db._alembic_config(conn), revision)
+    engine.dispose()
+
+
+def test_migration_from_0001_keeps_data(db_url: str) -> None:
+    _upgrade_to(db_url, "0001")
+    engine = db.create_engine(db_url)
+    old = sa.MetaData()
+    old.reflect(engine)
+    assert "reused_from_id" not in old.tables["trials"].c  # really the old schema
+    now = sa.func.now()
+    with engine.begin() as conn:
+        conn.execute(old.tables["studies"].insert().values(
+            id=1, name="old", study_text="x", study_hash="h", status="completed", code_version="0.0.1",
+            environment={}, created_at=sa.func.current_timestamp()))  # fmt: skip
+        conn.execute(old.tables["trials"].insert().values(
+            id=1, study_id=1, trial_key="key0001", model_name="m", canonical="c", dims={"k": 12}, config={},
+            status="completed", best_val_acc=0.9, epochs_done=1))  # fmt: skip
+        conn.execute(old.tables["epochs"].insert().values(trial_id=1, epoch=1, val_acc=0.9, recorded_at=now))
+    engine.dispose()
+
+    store = open_store(db_url)
+    df = results.load(db_url, "old")
+    assert df[["trial_key", "k", "best_val_acc", "epochs"]].to_dict("records") == [
+        {"trial_key": "key0001", "k": 12, "best_val_acc": 0.9, "epochs": 1}
+    ]
+    assert df["reused_from"].isna().all()
+    store.record_epoch(1, "key0001", {"epoch": 2, "val_acc": 0.95, "images_per_s": 10.0})  # new column
+    assert results.load_epochs(db_url, "old")["images_per_s"].tolist()[-1] == 10.0
+    store.close()
+
+
+def test_migrated_schema_equals_metadata(db_url: str) -> None:
+    store = open_store(db_url)
+    with store.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, metadata) == []
+    store.close()
+
+
+def test_newer_schema_is_refused(db_url: str) -> None:
+    open_store(db_url).close()
+    engine = db.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.table("alembic_version", sa.column("version_num")).update().values(version_num="9999"))
+    engine.dispose()
+    with pytest.raises(StoreError, match="'9999'.*newer"):
+        open_store(db_url)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "url, says",
+    [
+        ("postgresql+psycopg://ada:Secr3tPw@127.0.0.1:{port}/rk", "cannot open"),
+        ("not a url", "invalid database URL"),
+        ("mysql://ada:Secr3tPw@localhost/rk", "unsupported database"),
+        ("sqlite:////no/such/dir/rk.db", "does not exist"),
+    ],
+)
+def test_unusable_url_is_one_clear_line_without_password(url: str, says: str) -> None:
+    with pytest.raises(StoreError) as caught:
+        open_store(url.format(port=_free_port()))
+    message = str(caught.value)
+    assert says in message and "\n" not in message
+    assert "Secr3tPw" not in message
+
+
+def test_display_url_masks_password() -> None:
+    assert db.redact("postgresql+psycopg://ada:Secr3tPw@db/rk") == "postgresql+psycopg://ada:***@db/rk"
+
+
+# --------------------------------------------------------------------------- writes
+
+
+def test_study_lifecycle(db_url: str) -> None:
+    store = open_store(db_url)
+    study = store.begin_study("s", "search: grid\n")
+    with pytest.raises(StoreError, match="already exists.*--resume"):
+        store.begin_study("s", "search: grid\n")
+    store.finish_study(study, "interrupted")
+    assert store.begin_study("s", "search: grid\n", resume=True) == study
+    assert store.begin_study("new", "x", resume=True) != study  # resume of a missing study creates it
+    ls = results.studies(db_url).set_index("study")
+    assert ls.loc["s", "status"] == "running" and pd.isna(ls.loc["s", "finished_at"])
+    with store.engine.connect() as conn:
+        env = conn.execute(sa.text("SELECT environment FROM studies WHERE name = 's'")).scalar_one()
+    env = env if isinstance(env, dict) else json.loads(env)  # SQLite: JSON text
+    assert {"python", "hostname", "devices", "packages"} <= set(env)
+    assert env["packages"]["sqlalchemy"] == sa.__version__
+    store.close()
+
+
+def test_epoch_redelivery_is_idempotent_and_nan_is_null(db_url: str) -> None:
+    store = open_store(db_url)
+    study = store.begin_study("s", "x")
+    info = describe({"key": "key0001", "k": 12})
+    store.trial_started(study, info)
+    first_start = results.load(db_url, status=None)["started_at"].iloc[0]
+    store.trial_started(study, info, node="10.0.0.9")  # a retry keeps the first start time
+    for metrics in [epoch_result(1, 1), epoch_result(1, 2), epoch_result(1, 1), epoch_result(1, 2)]:
+        store.record_epoch(study, "key0001", metrics)
+    store.record_epoch(study, "key0001", {**epoch_result(1, 2), "train_loss": float("nan")})
+    epochs = results.load_epochs(db_url)
+    assert epochs["epoch"].tolist() == [1, 2]
+    assert pd.isna(epochs["train_loss"].iloc[1])
+    trial = results.load(db_url, status=None).iloc[0]
+    assert trial["epochs"] == 2 and trial["status"] == "running" and trial["node"] == "10.0.0.9"
+    assert trial["started_at"] == first_start
+    # an old epoch arriving late changes neither the final accuracy nor the count
+    store.record_epoch(study, "key0001", epoch_result(1, 1))
+    trial = results.load(db_url, status=None).iloc[0]
+    assert trial["final_val_acc"] == pytest.approx(val_acc(1, 2)) and trial["epochs"] == 2
+    store.close()
+
+
+def test_reuse_across_studies(db_url: str) -> None:
+    store = open_store(db_url)
+    first = store.begin_study("first", "x")
+    run_trials(StoreCallback(store, first, describe), [1, 2], N_EPOCHS, redeliver=False)
+    store.trial_started(first, describe({"key": "key0003", "k": 12}))  # never completed
+    assert store.find_completed("key0003") is None
+    source = store.find_completed("key0001")
+    assert source is not None
+
+    second = store.begin_study("second", "x")
+    store.link_reused(second, describe({"key": "key0001", "k": 13}), source)
+    third = store.begin_study("third", "x")
+    assert store.find_completed("key0001") == source  # the trained trial, not the copy
+    copy_id = results.load(db_url, "second")["trial_id"].iloc[0]
+    store.link_reused(third, describe({"key": "key0001", "k": 13}), int(copy_id))
+
+    for study in ("second", "third"):
+        df = results.load(db_url, study)
+        assert df["reused_from"].tolist() == [source]  # always the trained one
+        assert df["final_val_acc"].iloc[0] == pytest.approx(val_acc(1, N_EPOCHS))
+        assert len(results.load_epochs(db_url, study)) == N_EPOCHS
+    assert store.trial_statuses(second) == {"key0001": "completed"}
+    assert len(results.load_epochs(db_url, "first")) == 2 * N_EPOCHS  # source untouched
+    store.close()
+
+
+# --------------------------------------------------------------------------- callback
+
+
+def test_callback_maps_trial_outcomes(db_url: str, tmp_path: Path) -> None:
+    store = open_store(db_url)
+    study = store.begin_study("s", "x")
+    callback = StoreCallback(store, study, describe)
+    trials = {name: FakeTrial(name, {"key": name, "k": 12}) for name in ("done", "bad", "pruned", "crash", "skip")}
+    for trial in trials.values():
+        callback.on_trial_start(0, [], trial)
+        callback.on_trial_result(0, [], trial, epoch_result(1, 1))
+    store.record_skipped(study, describe({"key": "skip", "k": 12}), "too many FLOPs")
+    callback.on_trial_result(0, [], trials["skip"], {"trial_status": "skipped", "epoch": 2})
+    trials["done"].last_result = {"trial_status": "completed"}
+    trials["bad"].last_result = {"trial_status": "failed", "error": "CUDA out of memory"}
+    trials["pruned"].last_result = {"trial_status": "running"}
+    trials["skip"].last_result = {"trial_status": "skipped"}
+    error_file = tmp_path / "error.txt"
+    error_file.write_text("x" * 10_000 + "ValueError: boom")
+    trials["crash"].error_file = str(error_file)
+    for name in ("done", "bad", "pruned", "skip"):
+        callback.on_trial_complete(0, [], trials[name])
+    callback.on_trial_error(0, [], trials["crash"])
+
+    df = results.load(db_url, status=None).set_index("trial_key")
+    assert df["status"].to_dict() == {"done": "completed", "bad": "failed", "pruned": "pruned",
+                                      "crash": "failed", "skip": "skipped"}  # fmt: skip
+    assert df.loc["bad", "error"] == "CUDA out of memory"
+    assert df.loc["crash", "error"].endswith("ValueError: boom") and len(df.loc["crash", "error"]) < 4100
+    assert df.loc["skip", "error"] == "too many FLOPs"
+    assert df.loc["done", "wall_seconds"] >= 0 and df.loc["done", "node"] == "10.0.0.7"
+    assert df.loc["done", "params"] == 12_000 and df.loc["done", "k"] == 12
+    store.close()
+
+
+def test_callback_retries_transient_errors_and_never_raises(tmp_path: Path, monkeypatch, caplog) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    store = open_store(url)
+    study = store.begin_study("s", "x")
+    monkeypatch.setattr(callback_module, "RETRY_DELAYS_S", (0.0, 0.0))
+    real = store.trial_started
+    failures = iter([True, True])  # two failures, then the real write
+
+    def flaky(*args):
+        if next(failures, False):
+            raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
+        real(*args)
+
+    monkeypatch.setattr(store, "trial_started", flaky)
+    callback = StoreCallback(store, study, describe)
+    callback.on_trial_start(0, [], FakeTrial("a", {"key": "a", "k": 12}))
+    assert store.trial_statuses(study) == {"a": "running"}
+
+    monkeypatch.setattr(store, "trial_started", lambda *a: (_ for _ in ()).throw(
+        sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))))  # fmt: skip
+    callback.on_trial_start(0, [], FakeTrial("b", {"key": "b", "k": 12}))  # gives up, logs, no raise
+    assert "giving up on trial start after 3 attempts" in caplog.text
+    store.close()
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_eight_writer_threads_lose_nothing(db_url: str) -> None:
+    store = open_store(db_url)
+    study = store.begin_study("threads", "x")
+    errors: list[BaseException] = []
+
+    def work(numbers: list[int]) -> None:
+        try:
+            run_trials(StoreCallback(store, study, describe), numbers, N_EPOCHS)
+        except BaseException as exc:  # surfaced below: a thread's exception is otherwise lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(numbers,)) for numbers in _overlapping_work()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    _assert_all_written(db_url, "threads")
+    store.close()
+
+
+def test_eight_writer_processes_lose_nothing(db_url: str) -> None:
+    store = open_store(db_url)
+    study = store.begin_study("procs", "x")
+    store.close()
+    context = multiprocessing.get_context("fork")  # children inherit the imports: fast start
+    processes = [context.Process(target=process_worker, args=(db_url, study, numbers, N_EPOCHS))
+                 for numbers in _overlapping_work()]  # fmt: skip
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [p.exitcode for p in processes] == [0] * N_WORKERS
+    _assert_all_written(db_url, "procs")
+
+
+def test_reader_during_writes_sees_consistent_data(db_url: str) -> None:
+    store = open_store(db_url)
+    study = store.begin_study("live", "x")
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            run_trials(StoreCallback(store, study, describe), list(range(12)), 6, redeliver=False)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    reads = 0
+    while not done.is_set() or reads < 3:
+        trials = results.load(db_url, "live", status=None)
+        epochs = results.load_epochs(db_url, "live")  # read after `trials`: can only hold more
+        for row in trials.itertuples():
+            number = int(row.trial_key[3:])
+            # the trial summary and its epochs are written in one transaction
+            if row.epochs:
+                assert row.final_val_acc == pytest.approx(val_acc(number, row.epochs))
+                assert row.best_val_acc == pytest.approx(val_acc(number, row.epochs))
+            seen = epochs[epochs["trial_id"] == row.trial_id]["epoch"].tolist()
+            assert seen == list(range(1, len(seen) + 1)) and len(seen) >= row.epochs
+        reads += 1
+    writer.join()
+    assert not errors and reads >= 3
+    final = results.load(db_url, "live")
+    assert len(final) == 12 and (final["epochs"] == 6).all()
+    store.close()
+
+
+def test_callback_pickles_without_password_and_reconnects(db_url: str) -> None:
+    """Ray pickles callbacks into tuner.pkl: no engine, no password, and it must still work."""
+    store = open_store(db_url)
+    study = store.begin_study("s", "x")
+    callback = StoreCallback(store, study, describe)
+    unconnected = Store(db.create_engine("postgresql+psycopg://ada:Secr3tPw@127.0.0.1:1/rk"))
+    frozen = pickle.dumps(StoreCallback(unconnected, study, describe))
+    assert b"Secr3tPw" not in frozen and b"ada@127.0.0.1:1/rk" in frozen
+    restored = pickle.loads(pickle.dumps(callback))
+    assert restored.store is None
+    run_trials(restored, [1], 2, redeliver=False)
+    assert store.trial_statuses(study) == {"key0001": "completed"}
+    store.close()
