@@ -115,7 +115,7 @@ def replicates(df: pd.DataFrame, error: str = "val_error", dims: Sequence[str] |
         "seeds": (error, "size"),
     }
     if done.empty:
-        out = pd.DataFrame(columns=["family", *aggregations])
+        out = pd.DataFrame(columns=list(aggregations))
     else:
         out = done.groupby(codes, sort=False).agg(**aggregations).reset_index(drop=True)
     out.insert(0, "family", families(out) if len(out) else pd.Series(dtype=object))
@@ -304,8 +304,9 @@ def ablation(
 
     Returns one row per (factor, level) with columns factor, level, base_level, is_base,
     design, seeds, mean, ci_low, ci_high, pairs, diff, diff_low, diff_high, excludes_zero,
-    note.  A level with fewer than 2 seeds (or 2 paired seeds) gets NaN bounds, excludes_zero
-    NA and a note saying why, and a warning is logged.
+    note (`attrs["confidence"]` keeps `confidence`).  A level with fewer than 2 seeds (or 2
+    paired seeds) gets NaN bounds, excludes_zero NA and a note saying why, and a warning is
+    logged.
     """
     dimensions = dimension_columns(df, dims)
     done = completed(df).dropna(subset=[metric])
@@ -375,6 +376,7 @@ def ablation(
             )
     out = pd.DataFrame(rows)
     out["excludes_zero"] = out["excludes_zero"].astype("boolean")
+    out.attrs["confidence"] = confidence  # for the labels of tables and charts
     return out
 
 
@@ -406,14 +408,12 @@ def ablation_markdown(stats: pd.DataFrame, percent: bool = True, digits: int = 2
     scale = 100.0 if percent else 1.0
     unit = " (%)" if percent else ""
     diff_unit = " (pp)" if percent else ""
-    head = [
-        "factor", "level", "seeds", f"mean{unit}", "95% CI", f"diff vs base{diff_unit}",
-        "95% CI", "excludes 0",
-    ]  # fmt: skip
+    ci_head = f"{100 * stats.attrs.get('confidence', 0.95):g}% CI"
+    head = ["factor", "level", "seeds", f"mean{unit}", ci_head, f"diff vs base{diff_unit}", ci_head, "excludes 0"]
     lines = [_md_row(head), _md_rule(["---", "---", "---:", "---:", "---", "---:", "---", "---"])]
     flagged = False
     for _, r in stats.iterrows():
-        level = f"{_fmt_level(r['level'])} (base)" if r["is_base"] else _fmt_level(r["level"])
+        level = f"{level_text(r['level'])} (base)" if r["is_base"] else level_text(r["level"])
         ci = _fmt_ci(r["ci_low"], r["ci_high"], scale, digits)
         if r["is_base"]:
             diff, diff_ci, excl = "0", "—", "—"
@@ -440,9 +440,16 @@ def _fmt_ci(low: float, high: float, scale: float, digits: int) -> str:
     return f"[{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
 
 
-def _fmt_level(level: Any) -> str:
-    if isinstance(level, tuple):
+def level_text(level: Any) -> str:
+    """A dimension level as text for tables, legends and ticks (stages as '(2, 2, 2)').
+
+    A missing level (a dimension a model does not have, e.g. the stages of a DenseNet) reads
+    'none', whether the frame holds it as None or NaN.
+    """
+    if isinstance(level, (list, tuple)):
         return "(" + ", ".join(map(str, level)) + ")"
+    if _missing(level):
+        return "none"
     return str(level)
 
 
@@ -488,6 +495,7 @@ __all__ = [
     "completed",
     "dimension_columns",
     "ordered_groups",
+    "level_text",
     "replicates",
     "paper_table",
     "table_markdown",
