@@ -21,6 +21,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from rksearch.analysis import FAMILIES, families, ordered_groups, replicates
 from rksearch.analysis import level_text as label
@@ -69,7 +70,18 @@ def _groups(df: pd.DataFrame, by: str | None) -> pd.Series:
 
 
 def _scale(ax: Axes, which: str, log: bool) -> None:
+    """Log or linear axis; log ticks read as plain numbers (0.5, 2), not 5x10^-1."""
+    target = ax.xaxis if which == "x" else ax.yaxis
     (ax.set_xscale if which == "x" else ax.set_yscale)("log" if log else "linear")
+    if log:
+        target.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        target.set_minor_formatter(FuncFormatter(lambda value, _: _minor_label(target.get_view_interval(), value)))
+
+
+def _minor_label(view: Sequence[float], value: float) -> str:
+    """Label a log axis' minor ticks only when it spans about a decade or less (else crowded)."""
+    low, high = sorted(view)
+    return f"{value:g}" if low > 0 and high / low < 15 else ""
 
 
 # --------------------------------------------------------------------------- Figure 4
@@ -206,6 +218,7 @@ def curves(
                 label=None if group in seen else label(group), gid=f"trial:{trial_id}")  # fmt: skip
         seen.add(group)
     _scale(ax, "y", bool(log))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(y_label)
     ax.grid(True, alpha=0.3)

@@ -6,6 +6,7 @@ percent there, params in M, FLOPs in G), not read back from the plotting code.
 
 from __future__ import annotations
 
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -254,3 +255,33 @@ def test_figure4_needs_completed_trials() -> None:
     with pytest.raises(ValueError, match="pass dims="):
         plots.figure4(bare)
     assert isinstance(plots.figure4(bare, dims=FIGURE4_DIMS), Figure)
+
+
+# ------------------------------------------------------------------ analysis/ scripts
+
+
+def _script(name: str, argv: list[str]) -> int:
+    """Run analysis/<name>.py's main in-process (its one-command entry point)."""
+    namespace = runpy.run_path(str(ROOT / "analysis" / f"{name}.py"))
+    return namespace["main"](argv)
+
+
+def test_analysis_scripts_regenerate_figure_table_and_ablation(url: str, tmp_path: Path, capsys) -> None:
+    assert _script("figure4", ["--storage", url, "--study", "fig4", "-o", str(tmp_path / "img" / "f4.png")]) == 0
+    assert (tmp_path / "img" / "f4.png").read_bytes()[:4] == b"\x89PNG"
+    out = capsys.readouterr().out
+    front = [line.split("|")[2].strip() for line in out.splitlines() if line.startswith("| ") and "Net" in line]
+    assert front == ["IRKNet-3x1 3x1 3x1", "IRKNet-4x1 4x1 4x1", "ERKNet-7x1 7x1 7x1"]
+
+    tex = tmp_path / "t1.tex"
+    assert _script("table1", ["--storage", url, "--study", "fig4", "-o", str(tex)]) == 0
+    assert "\\multicolumn{4}{c}{ERKNet} & \\multicolumn{4}{c}{IRKNet} & \\multicolumn{4}{c}{DenseNet}" in tex.read_text()
+    capsys.readouterr()
+    assert _script("table1", ["--storage", url, "--study", "fig4"]) == 0
+    assert "| ERKNet-7x1 7x1 7x1 | 0.88 | 0.99 | 5.10 ± 0.14 |" in capsys.readouterr().out
+    assert _script("table1", ["--storage", url, "--study", "fig4", "-o", str(tmp_path / "t.xls")]) == 2
+    assert "must end in one of .md, .tex, .csv" in capsys.readouterr().err
+
+    assert _script("ablation", ["--storage", url, "--study", "ofat"]) == 0
+    # 3 seeds: each all-equal resample has chance 1/27 > 2.5%, so the 95% bounds are min and max
+    assert "| attention | True | 3 | 83.00 | [80.00, 86.00] | +2.00 | [2.00, 2.00] | yes |" in capsys.readouterr().out
