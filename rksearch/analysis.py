@@ -1,10 +1,11 @@
 """Paper-style tables and honest ablation statistics from a study's trial DataFrame.
 
-Everything here works on the frame `rksearch.results.load` returns (one row per trial, see
-`CONTRACT_COLUMNS`; every other column is a search dimension), so it runs the same on a
-SQLite file, PostgreSQL, or a frame built by hand.  Replicate seeds are first-class: tables
-and figures average over them and say how many there were, and the ablation statistics give
-bootstrap confidence intervals over seeds -- and refuse to invent one from a single seed.
+Everything here works on the frame `rksearch.results.load` returns (one row per trial, errors
+as fractions, the search-dimension columns listed in `df.attrs["dims"]`), so it runs the same
+on a SQLite file, PostgreSQL, or a frame built by hand (which passes `dims=` instead).
+Replicate seeds are first-class: tables and figures average over them and say how many there
+were, and the ablation statistics give bootstrap confidence intervals over seeds -- and refuse
+to invent one from a single seed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -20,26 +22,43 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-#: the per-trial columns of `results.load`; any other column is a search dimension.
-CONTRACT_COLUMNS: tuple[str, ...] = (
-    "study", "trial_id", "trial_key", "model_name", "canonical", "family", "params", "flops",
-    "macs", "val_acc", "final_val_acc", "val_error", "final_val_error", "epochs",
-    "wall_seconds", "status", "device", "seed", "error",
-)  # fmt: skip
-
-#: families in the order tables and legends list them (others follow alphabetically).
+#: model families in the order tables and legends list them (others follow alphabetically).
 FAMILIES: tuple[str, ...] = (
     "ERKNet", "IRKNet", "RKCNN-E", "RKCNN-I", "RKCNN-R",
-    "DenseNet", "CliqueNet", "ResNet", "LM-ResNet",
+    "DenseNet", "CliqueNet", "PreActResNet", "LM-ResNet",
 )  # fmt: skip
 
+#: a known family name at the start of a model name, followed by '-', a space, '(' or the end
+_FAMILY_RE = re.compile(
+    "^(" + "|".join(re.escape(f) for f in sorted(FAMILIES, key=len, reverse=True)) + r")(?=[-\s(]|$)"
+)
+
 #: the fields of each group of a Table-1-style table, in column order.
-TABLE_FIELDS: tuple[str, ...] = ("model", "GFLOPs", "params (M)", "error (%)", "error sd", "seeds")
+TABLE_FIELDS: tuple[str, ...] = ("model", "GFLOPs", "params (M)", "error (%)", "error sd (%)", "seeds")
 
 Design = Literal["auto", "ofat", "grid"]
 
 
 # --------------------------------------------------------------------------- selection
+
+
+def family(model_name: str) -> str:
+    """The family a model belongs to, from its name: what plots draw as one series.
+
+    'ERKNet-7x1 7x1 7x1' -> 'ERKNet', 'RKCNN-E-3_3_3' -> 'RKCNN-E', 'DenseNet-BC-100' ->
+    'DenseNet'.  An unknown name keeps its text before the first '-' so that a new family
+    still forms its own series instead of vanishing into an 'other' bucket.
+    """
+    name = str(model_name).strip()
+    known = _FAMILY_RE.match(name)
+    if known:
+        return known.group(1)
+    return re.split(r"[-\s(]", name, maxsplit=1)[0] or name
+
+
+def families(df: pd.DataFrame) -> pd.Series:
+    """`family` of every row's model_name, aligned with `df`."""
+    return df["model_name"].map(family).astype(object)
 
 
 def completed(df: pd.DataFrame) -> pd.DataFrame:
@@ -49,9 +68,24 @@ def completed(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "completed"]
 
 
-def dimension_columns(df: pd.DataFrame) -> list[str]:
-    """The search-dimension columns of a trial frame, in frame order (seed excluded)."""
-    return [c for c in df.columns if c not in CONTRACT_COLUMNS]
+def dimension_columns(df: pd.DataFrame, dims: Sequence[str] | None = None) -> list[str]:
+    """The search-dimension columns of a trial frame: `dims` if given, else `df.attrs["dims"]`.
+
+    `results.load` records the dimensions in the frame's attrs; a frame built by hand (or one
+    whose attrs a pandas operation dropped) must name them, because a column's name alone
+    cannot tell a search dimension from any other column.
+    """
+    if dims is None:
+        dims = df.attrs.get("dims")
+        if dims is None:
+            raise ValueError(
+                "the frame does not list its search dimensions (df.attrs['dims'], set by "
+                "rksearch.results.load): pass dims=[...]"
+            )
+    missing = [d for d in dims if d not in df.columns]
+    if missing:
+        raise KeyError(f"search dimension(s) {missing} are not columns of the frame")
+    return list(dims)
 
 
 def ordered_groups(values: Iterable[Hashable]) -> list[Hashable]:
@@ -61,16 +95,16 @@ def ordered_groups(values: Iterable[Hashable]) -> list[Hashable]:
     return known + sorted((v for v in distinct if v not in FAMILIES), key=str)
 
 
-def replicates(df: pd.DataFrame, error: str = "val_error") -> pd.DataFrame:
+def replicates(df: pd.DataFrame, error: str = "val_error", dims: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per configuration of the completed trials, averaged over replicate seeds.
 
-    A configuration is everything but the seed: family, canonical architecture and every
-    search dimension.  Columns: those keys, params, flops, error (mean of `error` over seeds),
-    error_sd (sample s.d., NaN for one seed) and seeds (how many).
+    A configuration is everything but the seed: model name, canonical architecture and every
+    search dimension.  Columns: family, those keys, params, flops, error (mean of `error` over
+    seeds, a fraction), error_sd (sample s.d., NaN for one seed) and seeds (how many).
     """
+    keys = ["model_name"] + [k for k in ("canonical",) if k in df.columns]
+    keys += [c for c in dimension_columns(df, dims) if c not in ("seed", *keys)]
     done = completed(df).dropna(subset=[error])
-    keys = [k for k in ("family", "model_name", "canonical") if k in done.columns]
-    keys += [c for c in dimension_columns(done) if c != "seed"]
     codes = [pd.Series(_codes(done[k])[0], index=done.index) for k in keys]
     aggregations: dict[str, tuple[str, str]] = {k: (k, "first") for k in keys}
     aggregations |= {
@@ -80,21 +114,29 @@ def replicates(df: pd.DataFrame, error: str = "val_error") -> pd.DataFrame:
         "error_sd": (error, "std"),
         "seeds": (error, "size"),
     }
-    return done.groupby(codes, sort=False).agg(**aggregations).reset_index(drop=True)
+    if done.empty:
+        out = pd.DataFrame(columns=list(aggregations))
+    else:
+        out = done.groupby(codes, sort=False).agg(**aggregations).reset_index(drop=True)
+    out.insert(0, "family", families(out) if len(out) else pd.Series(dtype=object))
+    return out
 
 
 # --------------------------------------------------------------------------- Table 1
 
 
-def paper_table(df: pd.DataFrame, by: str = "family", error: str = "val_error") -> pd.DataFrame:
+def paper_table(
+    df: pd.DataFrame, by: str = "family", error: str = "val_error", dims: Sequence[str] | None = None
+) -> pd.DataFrame:
     """A Table-1-style table: per `by` group (family or form) model, GFLOPs, params, error.
 
     Groups sit side by side as in the paper's Table 1 (ERKNets left, IRKNets right); each
     group's models are sorted by FLOPs and the groups' rows are aligned by rank, shorter groups
     padded with empty cells.  Columns are a MultiIndex (group, field) over `TABLE_FIELDS`;
-    error is the mean over seeds with its s.d. and the number of seeds kept beside it.
+    error (in percent, from the frame's fractions) is the mean over seeds with its s.d. and
+    the number of seeds kept beside it.
     """
-    rows = replicates(df, error)
+    rows = replicates(df, error, dims)
     if by not in rows.columns:
         raise KeyError(f"cannot group the table by {by!r}: the study has no such column")
     blocks = []
@@ -110,8 +152,8 @@ def paper_table(df: pd.DataFrame, by: str = "family", error: str = "val_error") 
                 "model": part["model_name"].to_numpy(dtype=object),
                 "GFLOPs": part["flops"].to_numpy(dtype=float) / 1e9,
                 "params (M)": part["params"].to_numpy(dtype=float) / 1e6,
-                "error (%)": part["error"].to_numpy(dtype=float),
-                "error sd": part["error_sd"].to_numpy(dtype=float),
+                "error (%)": 100.0 * part["error"].to_numpy(dtype=float),
+                "error sd (%)": 100.0 * part["error_sd"].to_numpy(dtype=float),
                 "seeds": part["seeds"].to_numpy(dtype=int),
             }
         )
@@ -127,7 +169,7 @@ def _table_cells(
 ) -> tuple[list[str], list[list[str]], bool]:
     """Formatted cells per row; errors as `pm` (mean, s.d.) when any model has >= 2 seeds."""
     groups = list(dict.fromkeys(table.columns.get_level_values(0)))
-    with_sd = bool(table.xs("error sd", axis=1, level=1).notna().to_numpy().any()) if groups else False
+    with_sd = bool(table.xs("error sd (%)", axis=1, level=1).notna().to_numpy().any()) if groups else False
     rows: list[list[str]] = []
     for _, row in table.iterrows():
         cells: list[str] = []
@@ -137,7 +179,7 @@ def _table_cells(
                 cells += [""] * 4
                 continue
             err = f"{row[(group, 'error (%)')]:.{digits}f}"
-            sd = row[(group, "error sd")]
+            sd = row[(group, "error sd (%)")]
             if with_sd:
                 err = f"{err} (1 seed)" if _missing(sd) else pm.format(err=err, sd=f"{sd:.{digits}f}")
             cells += [
@@ -243,6 +285,7 @@ def ablation(
     confidence: float = 0.95,
     n_boot: int = 10_000,
     seed: int = 0,
+    dims: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Per factor and level: mean of `metric` over seeds with a bootstrap CI, and the paired
     difference against the factor's base level (matched by seed) with its CI.
@@ -256,38 +299,42 @@ def ablation(
              other factors' cells, and the paired difference is averaged over the cells present
              at both levels for that seed; 'auto': 'ofat' when no trial differs from the base
              in more than one factor, else 'grid'.
+    dims     the frame's search dimensions (default `df.attrs["dims"]`, see
+             `dimension_columns`)
 
     Returns one row per (factor, level) with columns factor, level, base_level, is_base,
     design, seeds, mean, ci_low, ci_high, pairs, diff, diff_low, diff_high, excludes_zero,
-    note.  A level with fewer than 2 seeds (or 2 paired seeds) gets NaN bounds, excludes_zero
-    NA and a note saying why, and a warning is logged.
+    note (`attrs["confidence"]` keeps `confidence`).  A level with fewer than 2 seeds (or 2
+    paired seeds) gets NaN bounds, excludes_zero NA and a note saying why, and a warning is
+    logged.
     """
+    dimensions = dimension_columns(df, dims)
     done = completed(df).dropna(subset=[metric])
-    varying = [c for c in dimension_columns(done) if c != "seed" and len(_codes(done[c])[1]) > 1]
+    varying = [c for c in dimensions if c != "seed" and len(_codes(done[c])[1]) > 1]
     factors = varying if factors is None else list(factors)
     if not factors:
         raise ValueError("no factor to analyse: the study varies no search dimension")
     # The design is read off every varying dimension, analysed or not: an OFAT factor's
     # levels are compared with all the other dimensions at base.
-    dims = list(dict.fromkeys([*factors, *varying]))
+    analysed = list(dict.fromkeys([*factors, *varying]))
     codes: dict[str, np.ndarray] = {}
     levels: dict[str, list[Any]] = {}
     base_code: dict[str, int] = {}
-    for dim in dims:
+    for dim in analysed:
         if dim not in done.columns:
             raise KeyError(f"factor {dim!r} is not a column of the study")
         codes[dim], levels[dim] = _codes(done[dim])
         base_code[dim] = _base_code(dim, codes[dim], levels[dim], base)
-    off_base = sum((codes[d] != base_code[d]).astype(int) for d in dims)
+    off_base = sum((codes[d] != base_code[d]).astype(int) for d in analysed)
     if design == "auto":
         design = "ofat" if int(np.max(off_base)) <= 1 else "grid"
-    frame = pd.DataFrame({d: codes[d] for d in dims}, index=done.index)
+    frame = pd.DataFrame({d: codes[d] for d in analysed}, index=done.index)
     frame["seed"] = done["seed"].to_numpy() if "seed" in done.columns else 0
     frame["value"] = done[metric].to_numpy(dtype=float)
 
     rows = []
     for factor in factors:
-        others = [d for d in dims if d != factor]
+        others = [d for d in analysed if d != factor]
         sub = frame
         if design == "ofat" and others:
             sub = frame[np.all([frame[o] == base_code[o] for o in others], axis=0)]
@@ -329,6 +376,7 @@ def ablation(
             )
     out = pd.DataFrame(rows)
     out["excludes_zero"] = out["excludes_zero"].astype("boolean")
+    out.attrs["confidence"] = confidence  # for the labels of tables and charts
     return out
 
 
@@ -360,14 +408,12 @@ def ablation_markdown(stats: pd.DataFrame, percent: bool = True, digits: int = 2
     scale = 100.0 if percent else 1.0
     unit = " (%)" if percent else ""
     diff_unit = " (pp)" if percent else ""
-    head = [
-        "factor", "level", "seeds", f"mean{unit}", "95% CI", f"diff vs base{diff_unit}",
-        "95% CI", "excludes 0",
-    ]  # fmt: skip
+    ci_head = f"{100 * stats.attrs.get('confidence', 0.95):g}% CI"
+    head = ["factor", "level", "seeds", f"mean{unit}", ci_head, f"diff vs base{diff_unit}", ci_head, "excludes 0"]
     lines = [_md_row(head), _md_rule(["---", "---", "---:", "---:", "---", "---:", "---", "---"])]
     flagged = False
     for _, r in stats.iterrows():
-        level = f"{_fmt_level(r['level'])} (base)" if r["is_base"] else _fmt_level(r["level"])
+        level = f"{level_text(r['level'])} (base)" if r["is_base"] else level_text(r["level"])
         ci = _fmt_ci(r["ci_low"], r["ci_high"], scale, digits)
         if r["is_base"]:
             diff, diff_ci, excl = "0", "—", "—"
@@ -394,9 +440,16 @@ def _fmt_ci(low: float, high: float, scale: float, digits: int) -> str:
     return f"[{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
 
 
-def _fmt_level(level: Any) -> str:
-    if isinstance(level, tuple):
+def level_text(level: Any) -> str:
+    """A dimension level as text for tables, legends and ticks (stages as '(2, 2, 2)').
+
+    A missing level (a dimension a model does not have, e.g. the stages of a DenseNet) reads
+    'none', whether the frame holds it as None or NaN.
+    """
+    if isinstance(level, (list, tuple)):
         return "(" + ", ".join(map(str, level)) + ")"
+    if _missing(level):
+        return "none"
     return str(level)
 
 
@@ -435,12 +488,14 @@ def _codes(series: pd.Series) -> tuple[np.ndarray, list[Any]]:
 
 
 __all__ = [
-    "CONTRACT_COLUMNS",
     "FAMILIES",
+    "family",
+    "families",
     "TABLE_FIELDS",
     "completed",
     "dimension_columns",
     "ordered_groups",
+    "level_text",
     "replicates",
     "paper_table",
     "table_markdown",

@@ -61,11 +61,15 @@ def _with_dims(frame: pd.DataFrame, head: tuple[str, ...], tail: tuple[str, ...]
     """Spread each trial's `dims` JSON into one column per search dimension, between head and tail.
 
     A dimension named like a fixed column (say `seed`) keeps its value under `<name>_dim`, so
-    neither overwrites the other.
+    neither overwrites the other.  The dimension columns are listed in `attrs["dims"]`: which
+    columns are search dimensions is known here and nowhere else, so analysis reads it from
+    the frame instead of guessing from column names.
     """
     dims = pd.DataFrame(list(frame.pop("dims")), index=frame.index)
     dims = dims.rename(columns={c: f"{c}_dim" for c in dims.columns if c in head + tail})
-    return pd.concat([frame[list(head)], dims, frame[list(tail)]], axis=1)
+    out = pd.concat([frame[list(head)], dims, frame[list(tail)]], axis=1)
+    out.attrs["dims"] = [str(c) for c in dims.columns]
+    return out
 
 
 def _utc(frame: pd.DataFrame, columns: tuple[str, ...]) -> None:
@@ -79,6 +83,7 @@ def load(url: str = DEFAULT_URL, study: str | None = None, status: str | None = 
 
     `val_acc`/`val_error` are the trial's headline numbers (its best validation epoch), the
     names `pareto`'s default objective reads; errors are fractions (1 - accuracy).
+    `attrs["dims"]` lists the search-dimension columns.
     """
     query = (
         sa.select(
@@ -108,7 +113,10 @@ def load(url: str = DEFAULT_URL, study: str | None = None, status: str | None = 
 
 
 def load_epochs(url: str = DEFAULT_URL, study: str | None = None) -> pd.DataFrame:
-    """One row per recorded epoch of every trial of `study` (all studies if None)."""
+    """One row per recorded epoch of every trial of `study` (all studies if None).
+
+    `attrs["dims"]` lists the search-dimension columns, as in `load`.
+    """
     query = (
         sa.select(
             studies_table.c.name.label("study"), trials.c.id.label("trial_id"), trials.c.trial_key,

@@ -1,14 +1,18 @@
 """Hand-made study frames in the shape of `rksearch.results.load` / `load_epochs`.
 
 The numbers are chosen so the expected plots, tables and statistics can be worked out by hand
-(see the comments); the ERKNet costs are the paper's Table 1 values (rkcnn.md section 6).
+(see the comments; errors are written in percent here and stored as fractions, as `load` does).
+Like `load`, each frame lists its search dimensions in `attrs["dims"]`.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-# family, model name, stages, form, params, flops, {seed: val error %}
+from rksearch.store import TrialInfo, open_store
+
+# family (for reading only: the code derives it from the name), model name, stages, form,
+# params, flops, {seed: val error %}
 _MODELS = [
     # ERKNet means 6.2, 5.7, 5.8, 5.1: front by params and by FLOPs drops the 5.8 one
     ("ERKNet", "ERKNet-6x1 6x1 6x1", (6, 6, 6), "explicit", 740_000, 660_000_000, {0: 6.0, 1: 6.4}),
@@ -24,8 +28,12 @@ _MODELS = [
 ]
 
 
-def trial_row(trial_id: int, family: str, name: str, stages, form, params: int, flops: int,
-         seed: int, error: float | None, status: str = "completed") -> dict:  # fmt: skip
+FIGURE4_DIMS = ["stages", "growth", "form"]
+
+
+def trial_row(trial_id: int, name: str, stages, form, params: int, flops: int, seed: int,
+              error: float | None, status: str = "completed") -> dict:  # fmt: skip
+    """One trial; `error` in percent (None: no result)."""
     acc = None if error is None else 1.0 - error / 100.0
     return {
         "study": "fig4",
@@ -33,14 +41,13 @@ def trial_row(trial_id: int, family: str, name: str, stages, form, params: int, 
         "trial_key": f"key{trial_id}",
         "model_name": name,
         "canonical": f"{name} (k=36)",
-        "family": family,
         "params": params,
         "flops": flops,
         "macs": flops // 2,
         "val_acc": acc,
         "final_val_acc": None if acc is None else acc - 0.001,
-        "val_error": error,
-        "final_val_error": None if error is None else error + 0.1,
+        "val_error": None if acc is None else 1.0 - acc,
+        "final_val_error": None if acc is None else 1.0 - acc + 0.001,
         "epochs": 300 if status == "completed" else 12,
         "wall_seconds": 3600.0,
         "status": status,
@@ -56,39 +63,20 @@ def trial_row(trial_id: int, family: str, name: str, stages, form, params: int, 
 def figure4_frame() -> pd.DataFrame:
     """Three families, two seeds for the RKNets, plus a failed and a pruned trial to ignore."""
     rows = []
-    for family, name, stages, form, params, flops, errors in _MODELS:
+    for _family, name, stages, form, params, flops, errors in _MODELS:
         for seed, error in errors.items():
-            rows.append(trial_row(len(rows) + 1, family, name, stages, form, params, flops, seed, error))
-    rows.append(trial_row(len(rows) + 1, "ERKNet", "ERKNet-8x1 8x1 8x1", (8, 8, 8), "explicit",
-                     1_200_000, 1_100_000_000, 0, None, status="failed"))  # fmt: skip
-    rows.append(trial_row(len(rows) + 1, "IRKNet", "IRKNet-2x1 2x1 2x1", (2, 2, 2), "clique",
-                     300_000, 250_000_000, 0, 1.0, status="pruned"))  # fmt: skip
-    return pd.DataFrame(rows)
+            rows.append(trial_row(len(rows) + 1, name, stages, form, params, flops, seed, error))
+    rows.append(trial_row(len(rows) + 1, "ERKNet-8x1 8x1 8x1", (8, 8, 8), "explicit",
+                          1_200_000, 1_100_000_000, 0, None, status="failed"))  # fmt: skip
+    rows.append(trial_row(len(rows) + 1, "IRKNet-2x1 2x1 2x1", (2, 2, 2), "clique",
+                          300_000, 250_000_000, 0, 1.0, status="pruned"))  # fmt: skip
+    return _framed(rows, FIGURE4_DIMS)
 
 
-def epochs_frame() -> pd.DataFrame:
-    """Four epochs of three trials of `figure4_frame` (trial ids 1, 2 and 9)."""
-    rows = []
-    for trial_id, errors in {1: [40.0, 20.0, 10.0, 6.0], 2: [38.0, 18.0, 9.0, 5.5],
-                             9: [45.0, 25.0, 12.0, 6.5]}.items():  # fmt: skip
-        for epoch, error in enumerate(errors, start=1):
-            rows.append(
-                {
-                    "study": "fig4",
-                    "trial_id": trial_id,
-                    "trial_key": f"key{trial_id}",
-                    "model_name": "m",
-                    "epoch": epoch,
-                    "train_loss": error / 20,
-                    "train_acc": 1 - error / 110,
-                    "val_loss": error / 18,
-                    "val_acc": 1 - error / 100,
-                    "val_error": error,
-                    "lr": 0.1,
-                    "seconds": 10.0,
-                }
-            )
-    return pd.DataFrame(rows)
+def _framed(rows: list[dict], dims: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    frame.attrs["dims"] = dims
+    return frame
 
 
 #: accuracy of the base configuration per seed, and the exact paired effects of the OFAT study
@@ -110,14 +98,14 @@ def ofat_frame() -> pd.DataFrame:
     rows = []
     for knobs, values in configs:
         for seed, acc in values.items():
-            row = trial_row(len(rows) + 1, "RKCNN-E", "RKCNN-E-3_3_3", (3, 3, 3), "explicit",
-                       100_000, 10_000_000, seed, 100.0 * (1.0 - acc))  # fmt: skip
+            row = trial_row(len(rows) + 1, "RKCNN-E-3_3_3", (3, 3, 3), "explicit",
+                            100_000, 10_000_000, seed, 100.0 * (1.0 - acc))  # fmt: skip
             row.pop("stages")
             row.pop("form")
             row.update(knobs)
             row["val_acc"] = acc  # exact, not 1 - error / 100 rounded twice
             rows.append(row)
-    return pd.DataFrame(rows)
+    return _framed(rows, list(base))
 
 
 #: additive 2x2 grid: main effect of depth 'deep' is +0.05, of lr 0.05 is +0.01, per seed
@@ -130,11 +118,47 @@ def grid_frame() -> pd.DataFrame:
         for lr in (0.1, 0.05):
             for seed, seed_effect in GRID_SEED_EFFECT.items():
                 acc = 0.7 + 0.05 * (depth == "deep") + 0.01 * (lr == 0.05) + seed_effect
-                row = trial_row(len(rows) + 1, "RKCNN-E", f"RKCNN-E-{depth}", None, "explicit",
-                           100_000, 10_000_000, seed, 100.0 * (1.0 - acc))  # fmt: skip
+                row = trial_row(len(rows) + 1, f"RKCNN-E-{depth}", None, "explicit",
+                                100_000, 10_000_000, seed, 100.0 * (1.0 - acc))  # fmt: skip
                 row.pop("stages")
                 row.pop("form")
                 row.pop("growth")
                 row.update({"depth": depth, "lr": lr, "val_acc": acc})
                 rows.append(row)
-    return pd.DataFrame(rows)
+    return _framed(rows, ["depth", "lr"])
+
+
+def store_frame(url: str, study: str, frame: pd.DataFrame, n_epochs: int = 4) -> None:
+    """Write a hand-made frame into a store as study `study`, through the real writer API.
+
+    Each trial with a result gets `n_epochs` epochs whose accuracy rises by 5 points an epoch
+    to the frame's `val_acc` at the last one, so the stored best (and final) accuracy is
+    exactly the frame's and a learning curve's last point is known.  Trials without a result
+    (failed) get no epochs.
+    """
+    store = open_store(url)
+    try:
+        study_id = store.begin_study(study, f"name: {study}\n")
+        for _, row in frame.iterrows():
+            key = str(row["trial_key"])
+            dims = {d: (list(row[d]) if isinstance(row[d], tuple) else row[d]) for d in frame.attrs["dims"]}
+            info = TrialInfo(
+                trial_key=key, model_name=row["model_name"], canonical=row["canonical"], dims=dims,
+                config={"model": row["model_name"], **dims}, params=int(row["params"]),
+                flops=int(row["flops"]), macs=int(row["macs"]), seed=int(row["seed"]),
+            )  # fmt: skip
+            store.trial_started(study_id, info)
+            if not pd.isna(row["val_acc"]):
+                for epoch in range(1, n_epochs + 1):
+                    acc = epoch_acc(row["val_acc"], epoch, n_epochs)
+                    store.record_epoch(study_id, key, {"epoch": epoch, "val_acc": acc, "train_acc": acc,
+                                                       "val_loss": 1.0 - acc, "lr": 0.1, "device": "cpu"})  # fmt: skip
+            store.trial_finished(study_id, key, row["status"], error=row["error"], wall_seconds=60.0)
+        store.finish_study(study_id, "completed")
+    finally:
+        store.close()
+
+
+def epoch_acc(final_acc: float, epoch: int, n_epochs: int) -> float:
+    """The accuracy `store_frame` records at `epoch`: 5 points an epoch below the last."""
+    return float(final_acc) - 0.05 * (n_epochs - epoch)

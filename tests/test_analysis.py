@@ -21,6 +21,8 @@ from studyframes import (
 
 from rksearch.analysis import (
     ablation,
+    families,
+    family,
     ablation_markdown,
     bootstrap_ci,
     dimension_columns,
@@ -141,9 +143,10 @@ def test_ablation_with_explicit_base_and_bad_base() -> None:
 
 def test_ablation_ignores_unfinished_trials() -> None:
     df = ofat_frame()
-    extra = trial_row(99, "RKCNN-E", "RKCNN-E-3_3_3", None, "explicit", 1, 1, 0, 90.0, status="pruned")
+    extra = trial_row(99, "RKCNN-E-3_3_3", None, "explicit", 1, 1, 0, 90.0, status="pruned")
     extra.update({"attention": True, "multiscale": True, "growth": 12, "val_acc": 0.10})
-    stats = ablation(pd.concat([df, pd.DataFrame([extra])]), n_boot=500).set_index(["factor", "level"])
+    both = pd.concat([df, pd.DataFrame([extra])])
+    stats = ablation(both, n_boot=500, dims=df.attrs["dims"]).set_index(["factor", "level"])
     assert stats.loc[("attention", True), "diff"] == pytest.approx(0.02)
 
 
@@ -183,14 +186,40 @@ def test_grid_pairs_only_cells_present_at_both_levels() -> None:
 # ------------------------------------------------------------------ replicates and tables
 
 
-def test_dimension_columns_and_replicates() -> None:
+def test_family_from_model_name() -> None:
+    cases = {
+        "ERKNet-7x1 7x1 7x1": "ERKNet", "IRKNet-3x1 3x1 3x1-AB": "IRKNet", "RKCNN-E-3_3_3": "RKCNN-E",
+        "RKCNN-I-2_2": "RKCNN-I", "RKCNN-R-4_4_4 (k=12)": "RKCNN-R", "DenseNet-BC-100": "DenseNet",
+        "DenseNet-121": "DenseNet", "CliqueNet-T12-ABC": "CliqueNet", "PreActResNet-56": "PreActResNet",
+        "LM-ResNet-56": "LM-ResNet", "ERKNet": "ERKNet", "VGG-16": "VGG", "ERKNetX-1": "ERKNetX",
+    }  # fmt: skip
+    assert {name: family(name) for name in cases} == cases
+    assert families(figure4_frame()).value_counts().to_dict() == {"ERKNet": 9, "IRKNet": 7, "DenseNet": 1}
+
+
+def test_dimensions_come_from_attrs_or_an_explicit_list() -> None:
     df = figure4_frame()
     assert dimension_columns(df) == ["stages", "growth", "form"]
+    assert dimension_columns(df, dims=["growth"]) == ["growth"]
+    bare = pd.DataFrame(df)  # a copy without attrs, as a hand-built frame would be
+    bare.attrs = {}
+    with pytest.raises(ValueError, match="pass dims="):
+        dimension_columns(bare)
+    with pytest.raises(KeyError, match="neck"):
+        dimension_columns(df, dims=["neck"])
+    # only the listed dimensions tell configurations apart: 'device' is not one
+    bare["device"] = [f"cuda:{i}" for i in range(len(bare))]
+    assert len(replicates(bare, dims=["stages", "growth", "form"])) == 8
+
+
+def test_replicates_average_seeds_of_completed_trials() -> None:
+    df = figure4_frame()
     reps = replicates(df).set_index("model_name")
     assert "ERKNet-8x1 8x1 8x1" not in reps.index  # failed
     assert "IRKNet-2x1 2x1 2x1" not in reps.index  # pruned
-    assert reps.loc["ERKNet-6x1 6x1 6x1", "error"] == pytest.approx(6.2)
-    assert reps.loc["ERKNet-6x1 6x1 6x1", "error_sd"] == pytest.approx(math.sqrt(0.08))
+    assert reps.loc["ERKNet-6x1 6x1 6x1", "family"] == "ERKNet"
+    assert reps.loc["ERKNet-6x1 6x1 6x1", "error"] == pytest.approx(0.062)
+    assert reps.loc["ERKNet-6x1 6x1 6x1", "error_sd"] == pytest.approx(math.sqrt(0.08) / 100)
     assert reps.loc["ERKNet-6x1 6x1 6x1", "seeds"] == 2
     assert reps.loc["DenseNet-BC-100", "seeds"] == 1 and math.isnan(reps.loc["DenseNet-BC-100", "error_sd"])
     assert reps.loc["ERKNet-6x1 6x1 6x1", "stages"] == (6, 6, 6)
@@ -199,15 +228,17 @@ def test_dimension_columns_and_replicates() -> None:
 
 def _tiny(errors: dict[str, list[float]]) -> pd.DataFrame:
     models = {  # listed largest first: the table must sort by FLOPs itself
-        "ERKNet-7x1 7x1 7x1": ("ERKNet", "explicit", 990_000, 880_000_000),
-        "ERKNet-6x1 6x1 6x1": ("ERKNet", "explicit", 740_000, 660_000_000),
-        "IRKNet-3x1 3x1 3x1": ("IRKNet", "clique", 450_000, 400_000_000),
+        "ERKNet-7x1 7x1 7x1": ("explicit", 990_000, 880_000_000),
+        "ERKNet-6x1 6x1 6x1": ("explicit", 740_000, 660_000_000),
+        "IRKNet-3x1 3x1 3x1": ("clique", 450_000, 400_000_000),
     }
     rows = []
-    for name, (family, form, params, flops) in models.items():
+    for name, (form, params, flops) in models.items():
         for seed, error in enumerate(errors[name]):
-            rows.append(trial_row(len(rows), family, name, None, form, params, flops, seed, error))
-    return pd.DataFrame(rows)
+            rows.append(trial_row(len(rows), name, None, form, params, flops, seed, error))
+    frame = pd.DataFrame(rows)
+    frame.attrs["dims"] = ["form"]
+    return frame
 
 
 TINY = {"ERKNet-7x1 7x1 7x1": [4.87], "ERKNet-6x1 6x1 6x1": [5.12], "IRKNet-3x1 3x1 3x1": [5.43]}
@@ -251,7 +282,7 @@ def test_table_with_seeds_shows_mean_and_sd() -> None:
 
 def test_table_by_form_escapes_latex_and_round_trips_csv() -> None:
     df = _tiny(TINY)
-    df.loc[df["family"] == "ERKNet", "model_name"] = "RKCNN-E-5_5_5"
+    df.loc[df["form"] == "explicit", "model_name"] = "RKCNN-E-5_5_5"
     df = df[df["canonical"] != "ERKNet-7x1 7x1 7x1 (k=36)"]
     table = paper_table(df, by="form")
     assert list(dict.fromkeys(table.columns.get_level_values(0))) == ["clique", "explicit"]

@@ -1,0 +1,78 @@
+"""`python -m rksearch.plot figure4|curves|pareto|ablation --storage URL --study NAME -o out.png`
+
+Draws a study's results straight from the database: a thin layer over `rksearch.results`
+(read), `rksearch.analysis` (statistics) and `rksearch.plots` (drawing), importing neither Ray
+nor a GUI backend, so it runs on a laptop with only the database file.  Any problem with the
+inputs is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from rksearch import analysis, plots, results
+from rksearch.store.db import StoreError
+
+#: output formats matplotlib writes without extra software
+FORMATS = (".png", ".pdf", ".svg")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rksearch.plot", description=__doc__.splitlines()[2])
+    parser.add_argument("kind", choices=("figure4", "curves", "pareto", "ablation"), help="what to draw")
+    parser.add_argument("--storage", default=results.DEFAULT_URL, help=f"database URL (default {results.DEFAULT_URL})")
+    parser.add_argument("--study", required=True, help="study name")
+    parser.add_argument("--by", help="series/colour dimension (figure4, curves, pareto; default: model family) "
+                        "or the one factor to chart (ablation)")  # fmt: skip
+    parser.add_argument("--reference", type=Path, help="figure4: CSV of published points (family,name,params,flops,error)")
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--log", dest="log", action="store_true", default=None, help="log scale for the cost/metric axis")
+    scale.add_argument("--linear", dest="log", action="store_false", help="linear axes")
+    parser.add_argument("--x", default="flops", help="pareto: cost column (flops, params, macs)")
+    parser.add_argument("--y", default="val_error", help="pareto: objective column (val_error, val_acc, ...)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output file: .png, .pdf or .svg")
+    return parser
+
+
+def draw(args: argparse.Namespace) -> Figure:
+    """The figure `args` ask for (raises ValueError/KeyError/StoreError on bad inputs)."""
+    title = args.study
+    if args.kind == "curves":
+        return plots.curves(results.load_epochs(args.storage, args.study), by=args.by, log=args.log, title=title)
+    frame = results.load(args.storage, args.study)
+    if frame.empty:
+        raise ValueError(f"study {args.study!r} has no completed trials yet")
+    if args.kind == "figure4":
+        reference = None if args.reference is None else plots.read_reference(args.reference)
+        return plots.figure4(frame, by=args.by, log=args.log, reference=reference, title=title)
+    if args.kind == "pareto":
+        return plots.pareto_plot(frame, x=args.x, y=args.y, by=args.by, log=args.log, title=title)
+    stats = analysis.ablation(frame, factors=None if args.by is None else [args.by])
+    return plots.ablation_chart(stats, title=title)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.output.suffix.lower() not in FORMATS:
+            raise ValueError(f"cannot write {args.output}: the output must end in one of {', '.join(FORMATS)}")
+        if args.reference is not None and args.kind != "figure4":
+            raise ValueError("--reference only applies to figure4")
+        figure = draw(args)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(args.output, dpi=200)
+    except (StoreError, ValueError, KeyError, OSError, pd.errors.ParserError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
