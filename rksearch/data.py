@@ -94,10 +94,12 @@ class DataConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
-        wrong = [name for name in SYNTHETIC_ONLY if name in self.model_fields_set]
+        # a full dump of a config (all fields) must validate again: only non-default values count
+        wrong = [name for name in SYNTHETIC_ONLY
+                 if getattr(self, name) != type(self).model_fields[name].default]
         if wrong and self.dataset != "synthetic":
             raise ValueError(f"{', '.join(wrong)}: options of the synthetic data set, not of {self.dataset}")
-        if "image_size" in self.model_fields_set and self.dataset not in ("synthetic", "imagenet"):
+        if self.image_size is not None and self.dataset not in ("synthetic", "imagenet"):
             raise ValueError(f"image_size: {self.dataset} images are 32x32; only synthetic and imagenet take a size")
         if self.download and self.dataset not in ("cifar10", "cifar100", "svhn"):
             raise ValueError(f"download: only cifar10, cifar100 and svhn can be downloaded, not {self.dataset}")

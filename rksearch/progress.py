@@ -1,0 +1,121 @@
+"""What a person watching a study sees: one live status line, then a summary from the database.
+
+Ray Tune's own tables are switched off (``verbose=0``) and Ray's logs go to a file; this view
+counts trials by state, shows the best so far and a rough ETA, and redraws in place on a
+terminal (one line per finished trial when the output is a file or a CI log).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, TextIO
+
+from ray import tune
+
+from . import results
+
+
+class ProgressView(tune.Callback):
+    """Live counts: done / running / pending / failed, best so far, elapsed and ETA."""
+
+    def __init__(self, study: str, metric: str, total: int, already_done: int = 0,
+                 stream: TextIO | None = None) -> None:
+        self.study, self.metric, self.total, self.already_done = study, metric, total, already_done
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.started = time.monotonic()
+        self.best: tuple[float, str] | None = None
+        self._last_draw = 0.0
+        self.label = "val acc"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "stream": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.stream = sys.stdout
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and math.isfinite(value) and (self.best is None or value > self.best[0]):
+            self.best = (float(value), str(result.get("model_name", trial.trial_id)))
+        if self.tty and time.monotonic() - self._last_draw > 1.0:
+            self._draw(trials, final=False)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._draw(trials, final=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._draw(trials, final=True)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._draw(trials, final=True)
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def line(self, trials: list) -> str:
+        states = [t.status for t in trials]
+        running, pending = states.count("RUNNING"), states.count("PENDING") + states.count("PAUSED")
+        failed = states.count("ERROR") + sum(
+            1 for t in trials if t.status == "TERMINATED" and (t.last_result or {}).get("trial_status") == "failed")
+        done = states.count("TERMINATED") + states.count("ERROR")
+        waiting = max(self.total - done - running, pending)
+        elapsed = time.monotonic() - self.started
+        eta = "?"
+        if done:
+            eta = _clock(elapsed / done * (self.total - done))
+        best = f"best {self.best[0]:.4f} {self.label} ({self.best[1]})" if self.best else f"best {self.label} -"
+        return (f"[{self.study}] {done + self.already_done}/{self.total + self.already_done} done, "
+                f"{running} running, {waiting} pending, {failed} failed | {best} | "
+                f"elapsed {_clock(elapsed)}, eta {eta}")
+
+    def _draw(self, trials: list, final: bool) -> None:
+        self._last_draw = time.monotonic()
+        text = self.line(trials)
+        if self.tty:
+            self.stream.write("\r\033[K" + text)
+        elif final:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def summary(url: str, display_url: str, study: str, cost: str = "flops", top: int = 5) -> str:
+    """The end-of-study report: counts, best trials, the accuracy-vs-cost front, what to run next."""
+    every = results.load(url, study=study, status=None)
+    lines = [f"study {study}: " + ", ".join(f"{n} {s}" for s, n in every["status"].value_counts().items())
+             if len(every) else f"study {study}: no trials"]
+    done = every[every["status"] == "completed"]
+    if len(done):
+        columns = ["model_name", *[d for d in every.attrs.get("dims", []) if d in done], "seed", "params",
+                   "flops", "best_val_acc", "epochs", "wall_seconds"]
+        columns = list(dict.fromkeys(c for c in columns if c in done))
+        best = done.sort_values("best_val_acc", ascending=False).head(top)
+        lines += ["", f"best {len(best)} by validation accuracy:", _table(best[columns])]
+        front = results.pareto(done, x=cost, y="best_val_acc")
+        lines += ["", f"Pareto front (accuracy vs {cost}):", _table(front[columns])]
+    lines += ["", f"results: {display_url}  (study {study!r})",
+              f"  python -m rksearch.results show {study} --storage {display_url}",
+              f"  python -m rksearch.plot figure4 --storage {display_url} --study {study} -o {study}-figure4.png"]
+    return "\n".join(lines)
+
+
+def _table(df: Any) -> str:
+    shown = df.copy()
+    for col in ("params", "flops"):
+        if col in shown:
+            shown[col] = shown[col].map(lambda v: f"{v / 1e6:.3f}M" if col == "params" else f"{v / 1e9:.3f}G")
+    for col in ("best_val_acc",):
+        if col in shown:
+            shown[col] = shown[col].map(lambda v: f"{v:.4f}")
+    if "wall_seconds" in shown:
+        shown["wall_seconds"] = shown["wall_seconds"].map(lambda v: f"{v:.0f}s" if v == v else "-")
+    return shown.to_string(index=False)

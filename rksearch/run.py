@@ -1,0 +1,96 @@
+"""``python -m rksearch.run STUDY.yaml``: validate, plan, train, record, summarise.
+
+Thin by design: parse arguments, load the study, hand it to `engine.run_study`, print the
+summary.  Exit status 0 on success, 2 for a bad study file / option / database / cluster
+(one line each, nothing written), 130 when interrupted (resume with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import Sequence
+
+from .study import StudyError, load
+from .store import StoreError
+
+EPILOG = """examples:
+  python -m rksearch.run studies/quickstart.yaml
+  python -m rksearch.run studies/stage_sweep.yaml --dry-run
+  python -m rksearch.run studies/stage_sweep.yaml --set train.epochs=2 --set name=sweep-smoke
+  python -m rksearch.run studies/stage_sweep.yaml --resume
+  python -m rksearch.run STUDY.yaml --storage postgresql+psycopg://user@db/rksearch --address auto
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m rksearch.run", description=__doc__.splitlines()[0],
+                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("study", help="the study file (YAML)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                    help="override a field of the study file (repeatable), e.g. train.epochs=2")
+    ap.add_argument("--dry-run", action="store_true", help="print every planned trial with its params and FLOPs, then exit")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted study without re-running finished trials")
+    ap.add_argument("--storage", help="database URL (default: the study's storage.url, or $RKSEARCH_STORAGE)")
+    ap.add_argument("--storage-path", help="checkpoint directory every node can reach (default: storage.checkpoints)")
+    ap.add_argument("--address", help="join a Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
+    ap.add_argument("--no-preflight", action="store_true", help="skip the cluster/database checks before training")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log rksearch's own progress messages")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        study, text = load(args.study, args.overrides)
+        from .space import Planner, describe
+
+        if args.dry_run:
+            planner = Planner(study)
+            trials = planner.plan() if study.search.algorithm in ("grid", "random") else [
+                planner.resolve(a, study.seeds[0]) for a in planner.sample(study.search.num_samples or 1, study.search.seed)]
+            if study.search.algorithm not in ("grid", "random"):
+                print(f"{study.search.algorithm}: {study.search.num_samples} trials chosen by Optuna while the "
+                      "study runs; a random sample of the space, priced:")
+            print("\n".join(describe(trials)))
+            runnable = sum(t.runnable for t in trials)
+            print(f"{len(trials)} trials planned: {runnable} to train, {len(trials) - runnable} skipped")
+            return 0
+        url = args.storage or os.environ.get("RKSEARCH_STORAGE") or study.storage.url
+        from . import progress
+        from .engine import run_study
+
+        run = run_study(study, text, storage_url=url, storage_path=args.storage_path,
+                        address=args.address or os.environ.get("RAY_ADDRESS"), resume=args.resume,
+                        preflight=not args.no_preflight)
+        from .store import open_store
+
+        print()
+        print(progress.summary(url, open_store(url).display_url, study.name,
+                               cost="params" if study.search.cost == "params" else "flops"))
+        print(f"\n{run.trained} trained, {run.skipped} skipped, {run.reused} reused, "
+              f"{run.already_done} done before; {time.strftime('%H:%M:%S', time.gmtime(run.seconds))} wall")
+        if run.interrupted:
+            print(f"interrupted: continue with  python -m rksearch.run {args.study} --resume")
+            return 130
+        return 0
+    except (StudyError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: continue with  python -m rksearch.run {args.study} --resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # preflight problems are their own class; keep the import lazy
+        if type(exc).__name__ == "PreflightError":
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

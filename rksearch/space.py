@@ -1,0 +1,271 @@
+"""Search space -> concrete, priced trials.
+
+An *assignment* is one point of a study's space: a flat dict of dimension values, with per-period
+dimensions split into ``stages.1``, ``stages.2``, ... (1-based, as periods are in the paper).
+`Planner.resolve` turns an assignment plus a seed into a `PlannedTrial`: the model (an RKCNN
+`ArchSpec` or a baseline name), the full `TrialConfig`, its cost, and a trial key that hashes
+everything that changes the result (so identical trials are recognised across spellings and
+studies).  Resolution is pure and cheap (closed-form costs), so the driver prices a whole grid
+before anything trains and workers re-derive the same trial from the assignment alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Iterator
+
+from . import cost as costs
+from .data import CLASSES, DataConfig, stem_for
+from .models import ArchSpec, SpecError, is_rkcnn_name, parse
+from .models import baselines
+from .study import ARCH_FIELDS, PER_PERIOD_FIELDS, TRAIN_FIELDS, Choice, Continuous, IntRange, Study
+from .train import TrialConfig
+
+#: what an unset architecture field means (rkcnn.md; the ICLR models' k=12 CIFAR default)
+ARCH_DEFAULTS = {"form": "explicit", "stages": 3, "steps": 1, "growth": 12, "groups": 1}
+#: study field -> the knob `models.parse` takes beside a name
+NAME_KNOBS = {"growth": "k", "groups": "m", "steps": "r", "iterations": "u", "neck": "neck",
+              "attention": "attention", "multiscale": "multiscale", "dropout": "dropout"}
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    """One trial, fully determined: what trains, with which recipe, at what cost."""
+
+    key: str
+    model_name: str
+    canonical: str
+    assignment: dict[str, Any]
+    seed: int
+    config: dict[str, Any] = field(repr=False)
+    cost: costs.Cost | None = None
+    problem: str | None = None  # why it cannot run (invalid architecture or over budget)
+
+    @property
+    def runnable(self) -> bool:
+        return self.problem is None
+
+    def info(self) -> Any:
+        """The store's record of this trial (imported lazily: workers never touch the store)."""
+        from .store import TrialInfo
+
+        c = self.cost
+        return TrialInfo(trial_key=self.key, model_name=self.model_name, canonical=self.canonical,
+                         dims=dict(self.assignment), config=self.config, params=c and c.params,
+                         flops=c and c.flops, macs=c and c.macs, seed=self.seed)
+
+
+class Planner:
+    """Everything about a study's trials that does not need Ray: enumerate, sample, resolve, price."""
+
+    def __init__(self, study: Study) -> None:
+        self.study = study
+
+    # ---- the points of the space -------------------------------------------------------------
+    @cached_property
+    def axes(self) -> dict[str, Any]:
+        """Flat dimension name -> domain, per-period dimensions split by period."""
+        flat: dict[str, Any] = {}
+        for dim, domain in self.study.space.items():
+            if getattr(domain, "per_period", False):
+                for p in range(1, self.periods + 1):
+                    flat[f"{dim}.{p}"] = domain
+            else:
+                flat[dim] = domain
+        return flat
+
+    @cached_property
+    def periods(self) -> int:
+        fixed = self.study.model.periods
+        if fixed:
+            return fixed
+        lists = [len(v) for v in (getattr(self.study.model, f) for f in PER_PERIOD_FIELDS) if isinstance(v, list)]
+        return lists[0] if lists else (4 if self.study.data.dataset == "imagenet" else 3)
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every point of a discrete space, in a stable order (the last dimension varies fastest)."""
+        names = list(self.axes)
+        values = [_values(self.axes[n]) for n in names]
+        return [dict(zip(names, combo)) for combo in itertools.product(*values)]
+
+    def sample(self, n: int, seed: int) -> list[dict[str, Any]]:
+        """`n` seeded random points (the random search; also the dry run of an Optuna search)."""
+        rng = random.Random(seed)
+        return [{name: _draw(domain, rng) for name, domain in self.axes.items()} for _ in range(n)]
+
+    def points(self) -> list[dict[str, Any]]:
+        """The assignments a grid or random search will train (before seeds, budgets and dedup)."""
+        search = self.study.search
+        if search.algorithm == "grid":
+            return self.grid()
+        return self.sample(search.num_samples or 1, search.seed)
+
+    def plan(self) -> list[PlannedTrial]:
+        """Every trial of a grid/random study, one per point and seed, duplicates removed."""
+        seen: dict[str, PlannedTrial] = {}
+        for assignment in self.points():
+            for seed in self.study.seeds:
+                trial = self.resolve(assignment, seed)
+                seen.setdefault(trial.key, trial)
+        return list(seen.values())
+
+    # ---- one point -> one trial ------------------------------------------------------------------
+    def resolve(self, assignment: dict[str, Any], seed: int) -> PlannedTrial:
+        """The trial an assignment means; invalid or over-budget trials carry a `problem`."""
+        arch, train = self._split(assignment)
+        try:
+            model_name, canonical, knobs, spec = self._model(arch)
+            config = self._config(canonical if spec is not None else model_name, knobs, train, seed)
+        except (SpecError, ValueError) as exc:
+            label = arch.get("name") or "RKCNN"
+            key = _hash({"invalid": assignment, "seed": seed})
+            return PlannedTrial(key, str(label), str(label), assignment, seed, {}, None,
+                                f"invalid architecture: {_first_line(exc)}")
+        cost = costs.count(spec, self.image_size) if spec is not None else costs.count(
+            model_name, self.image_size, **knobs)
+        key = _hash(_identity(config))
+        return PlannedTrial(key, model_name, canonical, assignment, seed, config, cost, self._over_budget(cost))
+
+    @property
+    def image_size(self) -> int:
+        return self.study.data.size
+
+    def _split(self, assignment: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Fixed model fields overlaid with the assignment, per-period parts reassembled."""
+        arch = {k: v for k, v in self.study.model.model_dump().items() if v is not None}
+        train: dict[str, Any] = {}
+        per_period: dict[str, dict[int, Any]] = {}
+        for name, value in assignment.items():
+            dim, _, period = name.partition(".")
+            if period:
+                per_period.setdefault(dim, {})[int(period)] = value
+            elif dim in TRAIN_FIELDS:
+                train[dim] = value
+            else:
+                arch[dim] = value
+        for dim, by_period in per_period.items():
+            arch[dim] = [by_period[p] for p in sorted(by_period)]
+        return arch, train
+
+    def _model(self, arch: dict[str, Any]) -> tuple[str, str, dict[str, Any], ArchSpec | None]:
+        """(name, canonical, knobs for `build`, spec or None for a baseline)."""
+        classes, stem = self.num_classes, stem_for(self.image_size)
+        name = arch.pop("name", None)
+        if name is not None and not is_rkcnn_name(name):
+            knobs = {NAME_KNOBS.get(k, k): v for k, v in arch.items()}
+            knobs.update(num_classes=classes, dataset=self._dataset_knob())
+            spec = baselines.parse(name, **knobs)
+            return spec.name, spec.canonical, knobs, None
+        if name is not None:
+            knobs = {NAME_KNOBS[k]: v for k, v in arch.items() if k in NAME_KNOBS}
+            extra = sorted(set(arch) - set(NAME_KNOBS))
+            if extra:
+                raise SpecError(f"{', '.join(extra)}: set by the model name {name!r}; remove them or drop the name")
+            spec = parse(name, stem=stem, num_classes=classes, **knobs)
+        else:
+            spec = self._spec(arch, stem, classes)
+        return spec.name, spec.canonical, {}, spec
+
+    def _spec(self, arch: dict[str, Any], stem: str, classes: int) -> ArchSpec:
+        fields = {**ARCH_DEFAULTS, **arch}
+        periods = fields.pop("periods", None) or self.periods
+        form = fields["form"]
+        fields.setdefault("style", "rkcnn" if form == "update" else "iclr")
+        if form != "update":
+            fields.pop("iterations", None)
+        for name in PER_PERIOD_FIELDS:
+            if name in fields and not isinstance(fields[name], list):
+                fields[name] = (fields[name],) * periods
+            elif name in fields:
+                fields[name] = tuple(fields[name])
+        return ArchSpec(stem=stem, num_classes=classes, **fields)
+
+    def _config(self, model_name: str, knobs: dict[str, Any], train: dict[str, Any], seed: int) -> dict[str, Any]:
+        study = self.study
+        data = study.data.model_dump(mode="json", exclude_unset=True)
+        optim = study.train.model_dump(mode="json", exclude_unset=True)
+        for dim, value in train.items():
+            (data if TRAIN_FIELDS[dim] == "data" else optim)[dim] = value
+        config = TrialConfig.model_validate({
+            "model": {"name": model_name, "knobs": {k: v for k, v in knobs.items()
+                                                  if k != "dataset" or v == study.data.dataset}},
+            "data": data, "optim": optim, "runtime": study.runtime.model_dump(mode="json", exclude_unset=True),
+            "seed": seed,
+        })
+        return config.model_dump(mode="json")
+
+    @cached_property
+    def num_classes(self) -> int:
+        data = self.study.data
+        if data.dataset == "synthetic":
+            return data.num_classes
+        if data.dataset == "imagenet":
+            train_dir = data.root / "imagenet" / "train"
+            found = [p for p in train_dir.iterdir() if p.is_dir()] if train_dir.is_dir() else []
+            return len(found) or 1000
+        return CLASSES[data.dataset]
+
+    def _dataset_knob(self) -> str:
+        dataset = self.study.data.dataset
+        return dataset if dataset in ("cifar10", "cifar100", "svhn", "imagenet") else "cifar10"
+
+    def _over_budget(self, cost: costs.Cost) -> str | None:
+        b = self.study.budgets
+        if b.max_params is not None and cost.params > b.max_params:
+            return f"over budget: {cost.params:,} params > max_params {b.max_params:,}"
+        if b.max_flops is not None and cost.flops > b.max_flops:
+            return f"over budget: {cost.flops:,} FLOPs > max_flops {b.max_flops:,}"
+        return None
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+
+def _values(domain: Any) -> list[Any]:
+    if isinstance(domain, (Choice, IntRange)):
+        return list(domain.values)
+    raise ValueError("continuous dimensions have no grid")
+
+
+def _draw(domain: Any, rng: random.Random) -> Any:
+    if isinstance(domain, Continuous):
+        low, high = domain.bounds
+        if domain.log:
+            return math.exp(rng.uniform(math.log(low), math.log(high)))
+        return rng.uniform(low, high)
+    return rng.choice(_values(domain))
+
+
+#: config fields that change where or how fast a trial runs but not what it computes
+_NOT_IDENTITY = {"data": ("root", "download", "verify", "num_workers", "eval_batch_size"),
+                 "runtime": ("device", "threads", "memory_efficient")}
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a trial config that decide its result: what the trial key hashes."""
+    return {section: ({k: v for k, v in body.items() if k not in _NOT_IDENTITY.get(section, ())}
+                      if isinstance(body, dict) else body)
+            for section, body in config.items()}
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def describe(trials: list[PlannedTrial]) -> Iterator[str]:
+    """Lines of a dry-run table: name, params, FLOPs, what will happen."""
+    width = max([len(t.canonical) for t in trials] + [10])
+    yield f"{'#':>4}  {'model':<{width}}  {'seed':>4}  {'params':>10}  {'GFLOPs':>8}  plan"
+    for i, t in enumerate(trials, 1):
+        params = f"{t.cost.params / 1e6:.3f}M" if t.cost else "-"
+        flops = f"{t.cost.flops / 1e9:.3f}" if t.cost else "-"
+        yield f"{i:>4}  {t.canonical:<{width}}  {t.seed:>4}  {params:>10}  {flops:>8}  {t.problem or 'train'}"
