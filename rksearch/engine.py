@@ -398,7 +398,9 @@ def _start_ray(address: str | None, root: Path) -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.propagate = False
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+    # no address: always a fresh local Ray ("local"), never whichever cluster happens to be
+    # running on this machine; "auto" or an address joins one deliberately
+    ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
              configure_logging=False)
     log.info("Ray logs: %s", log_file)
 

@@ -123,7 +123,7 @@ class Planner:
             model_name, canonical, knobs, spec = self._model(arch)
             config = self._config(canonical if spec is not None else model_name, knobs, train, seed)
         except (SpecError, ValueError) as exc:
-            label = arch.get("name") or "RKCNN"
+            label = arch.get("name") or "RKCNN (" + ", ".join(f"{k}={v}" for k, v in assignment.items()) + ")"
             key = _hash({"invalid": assignment, "seed": seed})
             return PlannedTrial(key, str(label), str(label), assignment, seed, {}, None,
                                 f"invalid architecture: {_first_line(exc)}")
@@ -262,10 +262,12 @@ def _first_line(exc: Exception) -> str:
 
 
 def describe(trials: list[PlannedTrial]) -> Iterator[str]:
-    """Lines of a dry-run table: name, params, FLOPs, what will happen."""
-    width = max([len(t.canonical) for t in trials] + [10])
-    yield f"{'#':>4}  {'model':<{width}}  {'seed':>4}  {'params':>10}  {'GFLOPs':>8}  plan"
-    for i, t in enumerate(trials, 1):
+    """Lines of a dry-run table: model, searched values, params, FLOPs, what will happen."""
+    rows = [(t.model_name, " ".join(f"{k}={v}" for k, v in t.assignment.items())) for t in trials]
+    name_w = max([len(n) for n, _ in rows] + [5])
+    dims_w = max([len(d) for _, d in rows] + [6])
+    yield f"{'#':>4}  {'model':<{name_w}}  {'values':<{dims_w}}  {'seed':>4}  {'params':>9}  {'GFLOPs':>8}  plan"
+    for i, (t, (name, dims)) in enumerate(zip(trials, rows), 1):
         params = f"{t.cost.params / 1e6:.3f}M" if t.cost else "-"
         flops = f"{t.cost.flops / 1e9:.3f}" if t.cost else "-"
-        yield f"{i:>4}  {t.canonical:<{width}}  {t.seed:>4}  {params:>10}  {flops:>8}  {t.problem or 'train'}"
+        yield f"{i:>4}  {name:<{name_w}}  {dims:<{dims_w}}  {t.seed:>4}  {params:>9}  {flops:>8}  {t.problem or 'train'}"
