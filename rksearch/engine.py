@@ -128,6 +128,11 @@ class PlannedSearcher(Searcher):
         self.running: dict[str, tuple[str, str]] = {}  # tune trial id -> (inner id, key)
         self._draws = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles the searcher into its experiment state; `record_skip` holds the store's
+        # engine (unpicklable) and is only needed by this live driver, never by a pickled copy.
+        return {**self.__dict__, "record_skip": None}
+
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True  # the space and objectives are ours, fixed at construction
 
@@ -284,7 +289,7 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
         planned = []
         if total == 0:
             return StudyRun(study_id, 0, 0, 0, 0, already, False, 0.0)
-        searcher = _optuna(study, planner, settle, store, storage_url)
+        searcher = _optuna(study, planner, settle, storage_url)
         param_space, num_samples = {}, total
 
     scheduler = None

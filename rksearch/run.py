@@ -80,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         return 0
     except (StudyError, StoreError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for problem in getattr(exc, "problems", None) or str(exc).splitlines():
+            print(f"error: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted: continue with  python -m rksearch.run {args.study} --resume", file=sys.stderr)

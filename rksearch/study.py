@@ -128,6 +128,8 @@ def _domain(value: Any) -> Any:
 
 def _domain_kind(value: Any) -> str:
     """Which domain a mapping means, by its keys, so errors speak of that domain only."""
+    if isinstance(value, (IntRange, Continuous)):  # serialising: the model itself says which
+        return "range" if isinstance(value, IntRange) else "interval"
     keys = set(value) if isinstance(value, dict) else set()
     if "range" in keys:
         return "range"

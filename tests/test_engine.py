@@ -1,0 +1,222 @@
+"""The engine end to end on CPU: tiny studies through Ray Tune into SQLite, read back from the database.
+
+Every trial is a few-hundred-parameter RKCNN on 64 digits images for 1-3 epochs, so the time is
+Ray's (worker start-up), not training.  One Ray (tests/raycluster.py) serves every test here but
+the resume test, whose driver is a real subprocess with its own Ray that the test kills.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from raycluster import ray_cluster  # noqa: F401  (the session fixture)
+from rksearch import results
+from rksearch.engine import run_study
+from rksearch.space import Planner
+from rksearch.store.schema import epochs, studies, trials
+from rksearch.study import loads
+
+pytestmark = pytest.mark.timeout(300)
+
+TINY = """\
+name: {name}
+data:
+  dataset: digits
+  batch_size: 32
+  limit_train: 64
+  limit_val: 64
+train:
+  epochs: 2
+model:
+  periods: 2
+  steps: 1
+space:
+  stages: [1, 2]
+  growth: [4, 6]
+resources:
+  cpu: 1
+seeds: [0]
+"""
+
+
+def study_of(name: str, overrides: list[str] | None = None, extra: str = ""):
+    return loads(TINY.format(name=name) + extra, overrides=overrides)
+
+
+def run(url: str, tmp: Path, name: str, overrides: list[str] | None = None, extra: str = "", **kw):
+    study, text = study_of(name, overrides, extra)
+    return run_study(study, text, storage_url=url, storage_path=str(tmp / "ck"), preflight=False,
+                     stream=io.StringIO(), **kw)
+
+
+def rows(url: str, study: str) -> tuple[list[dict], list[dict]]:
+    """This study's trial rows and epoch rows, straight from the tables."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            sid = conn.execute(sa.select(studies.c.id).where(studies.c.name == study)).scalar_one()
+            t = [r._asdict() for r in conn.execute(sa.select(trials).where(trials.c.study_id == sid))]
+            e = [r._asdict() for r in conn.execute(
+                sa.select(epochs).join(trials, epochs.c.trial_id == trials.c.id).where(trials.c.study_id == sid))]
+    finally:
+        engine.dispose()
+    return t, e
+
+
+def assert_epochs_complete(trial_rows: list[dict], epoch_rows: list[dict]) -> None:
+    """Each trained trial has exactly epochs 1..epochs_done, once each."""
+    by_trial: dict[int, list[int]] = {}
+    for e in epoch_rows:
+        by_trial.setdefault(e["trial_id"], []).append(e["epoch"])
+    for t in trial_rows:
+        assert sorted(by_trial.get(t["id"], [])) == list(range(1, t["epochs_done"] + 1)), t["canonical"]
+
+
+# ---- resume after the driver dies (first: no session Ray running beside it yet) --------------------
+
+def _completed(db: Path) -> int:
+    if not db.exists():
+        return 0
+    engine = sa.create_engine(f"sqlite:///{db}")
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(trials)
+                                .where(trials.c.status == "completed")).scalar_one()
+    except sa.exc.OperationalError:  # tables not created yet, or briefly locked
+        return 0
+    finally:
+        engine.dispose()
+
+
+def test_resume_after_killing_the_driver(tmp_path: Path) -> None:
+    path, db = tmp_path / "resume.yaml", tmp_path / "resume.db"
+    doc = yaml.safe_load(TINY.format(name="resume"))
+    doc["space"]["growth"] = [4]  # two trials, one at a time: the kill falls between them
+    doc["search"] = {"max_concurrent": 1}
+    path.write_text(yaml.safe_dump(doc))
+    cmd = [sys.executable, "-m", "rksearch.run", str(path), "--storage", f"sqlite:///{db}",
+           "--storage-path", str(tmp_path / "ck"), "--no-preflight"]
+    # RAY_ADDRESS=local: the driver starts its own Ray, never the test's or anyone else's
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": "local",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    # its own session: killing the group ends the driver's Ray processes too, and nothing else
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 150
+        while _completed(db) < 1:
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no trial completed in time"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done_before = _completed(db)
+    assert done_before == 1, "the kill came too late to test a resume"
+
+    again = subprocess.run(cmd + ["--resume"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=200, start_new_session=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{done_before} done before" in again.stdout
+    trial_rows, epoch_rows = rows(f"sqlite:///{db}", "resume")
+    assert sorted(t["status"] for t in trial_rows) == ["completed"] * 2
+    assert len({t["trial_key"] for t in trial_rows}) == 2
+    assert len({(e["trial_id"], e["epoch"]) for e in epoch_rows}) == len(epoch_rows) == 2 * 2
+    assert_epochs_complete(trial_rows, epoch_rows)
+
+
+# ---- with the session Ray ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, ray_cluster: None) -> tuple[str, Path, object, int]:  # noqa: F811
+    """A 4-point grid with the largest point over max_params: 3 trained, 1 skipped."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    url = f"sqlite:///{tmp / 'e2e.db'}"
+    largest = max(t.cost.params for t in Planner(study_of("e2e")[0]).plan())
+    out = run(url, tmp, "e2e", extra=f"budgets:\n  max_params: {largest - 1}\n")
+    return url, tmp, out, largest
+
+
+def test_grid_trains_into_sqlite_with_one_row_per_epoch(trained) -> None:
+    url, _, out, largest = trained
+    assert (out.planned, out.trained, out.skipped, out.reused, out.interrupted) == (4, 3, 1, 0, False)
+    trial_rows, epoch_rows = rows(url, "e2e")
+    done = [t for t in trial_rows if t["status"] == "completed"]
+    assert len(trial_rows) == 4 and len(done) == 3
+    assert all(t["epochs_done"] == 2 and 0 <= t["best_val_acc"] <= 1 and t["params"] < largest for t in done)
+    assert len(epoch_rows) == 3 * 2
+    assert len({(e["trial_id"], e["epoch"]) for e in epoch_rows}) == len(epoch_rows)
+    assert_epochs_complete(trial_rows, epoch_rows)
+    frame = results.load(url, "e2e")
+    assert sorted(zip(frame.stages, frame.growth)) == [(1, 4), (1, 6), (2, 4)]
+
+
+def test_over_budget_trial_is_recorded_as_skipped_with_its_cost_and_never_trained(trained) -> None:
+    url, _, _, largest = trained
+    trial_rows, epoch_rows = rows(url, "e2e")
+    [skipped] = [t for t in trial_rows if t["status"] == "skipped"]
+    assert skipped["dims"] == {"stages": 2, "growth": 6}
+    assert skipped["params"] == largest and skipped["flops"] > 0 and "max_params" in skipped["error"]
+    assert skipped["epochs_done"] == 0 and skipped["started_at"] is None
+    assert not [e for e in epoch_rows if e["trial_id"] == skipped["id"]]
+
+
+def test_reuse_links_earlier_results_instead_of_training(trained) -> None:
+    url, tmp, _, _ = trained
+    out = run(url, tmp, "e2e-again", extra="reuse: true\n", overrides=["space.growth=[4]"])
+    assert (out.trained, out.reused, out.skipped) == (0, 2, 0)
+    source_rows, source_epochs = rows(url, "e2e")
+    copy_rows, copy_epochs = rows(url, "e2e-again")
+    by_key = {t["trial_key"]: t for t in source_rows}
+    assert len(copy_rows) == 2
+    for t in copy_rows:
+        origin = by_key[t["trial_key"]]
+        assert t["status"] == "completed" and t["reused_from_id"] == origin["id"]
+        assert t["best_val_acc"] == origin["best_val_acc"]
+    assert len(copy_epochs) == 2 * 2
+    frame = results.load(url, "e2e-again")
+    assert set(frame.reused_from) == {by_key[t["trial_key"]]["id"] for t in copy_rows}
+
+
+def test_random_search_trains_num_samples(tmp_path: Path, ray_cluster: None) -> None:  # noqa: F811
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    out = run(url, tmp_path, "rand", ["search.algorithm=random", "search.num_samples=2", "train.epochs=1",
+                                      "space.lr={loguniform: [0.01, 0.1]}"])
+    trial_rows, epoch_rows = rows(url, "rand")
+    assert out.trained == 2 and [t["status"] for t in trial_rows] == ["completed"] * 2
+    assert len(epoch_rows) == 2 and len({t["dims"]["lr"] for t in trial_rows}) == 2
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "multi_objective"])
+def test_optuna_searches_train_num_samples(algorithm: str, tmp_path: Path, ray_cluster: None) -> None:  # noqa: F811
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    out = run(url, tmp_path, algorithm, [f"search.algorithm={algorithm}", "search.num_samples=2", "train.epochs=1"])
+    trial_rows, epoch_rows = rows(url, algorithm)
+    trained = [t for t in trial_rows if t["status"] == "completed"]
+    assert out.trained == 2 and len(trained) == 2
+    assert len({t["trial_key"] for t in trained}) == 2  # a point already trained is never trained again
+    assert len(epoch_rows) == 2
+
+
+def test_asha_stops_some_trials_early(tmp_path: Path, ray_cluster: None) -> None:  # noqa: F811
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    run(url, tmp_path, "asha", ["train.epochs=3", "space.growth=[4, 5, 6]", "scheduler.type=asha",
+                                "scheduler.grace_period=1"])
+    trial_rows, epoch_rows = rows(url, "asha")
+    statuses = sorted(t["status"] for t in trial_rows)
+    assert len(trial_rows) == 6 and set(statuses) <= {"completed", "pruned"}
+    pruned = [t for t in trial_rows if t["status"] == "pruned"]
+    assert pruned and "completed" in statuses
+    assert all(t["epochs_done"] < 3 for t in pruned)
+    assert all(t["epochs_done"] == 3 for t in trial_rows if t["status"] == "completed")
+    assert_epochs_complete(trial_rows, epoch_rows)
