@@ -73,8 +73,10 @@ def train_planned(config: dict[str, Any], study_json: str) -> None:
     """Tune trainable: train the trial `config["trial"]` names, one `tune.report` per epoch."""
     spec = config["trial"]
     trial = _planner(study_json).resolve(spec["assignment"], spec["seed"])
+    # node_id: which Ray node ran each epoch (node_ip is the same for every node on one host)
     extra = {"trial_key": trial.key, "model_name": trial.model_name,
-             "params": trial.cost.params, "flops": trial.cost.flops}
+             "params": trial.cost.params, "flops": trial.cost.flops,
+             "node_id": ray.get_runtime_context().get_node_id()}
     with tempfile.TemporaryDirectory(prefix="rksearch-trial-") as work:
         resume_from = None
         checkpoint = tune.get_checkpoint()
