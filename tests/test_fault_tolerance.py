@@ -14,6 +14,10 @@ in the database exactly once; a driver killed with SIGKILL finished by ``--resum
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -34,6 +38,7 @@ pytestmark = pytest.mark.ray
 SMALL_STORE = 80 * 1024**2  # just above Ray's minimum object store, to spare shared memory
 WORKER = {"num_cpus": 2, "num_gpus": 1, "object_store_memory": SMALL_STORE}
 NODE_REMOVAL_TIMEOUT_S = 150
+REPO = Path(__file__).resolve().parents[1]
 
 
 def study_yaml(name: str, epochs: int, growth: list[int], stages: list[int]) -> str:
@@ -195,6 +200,59 @@ def test_a_removed_node_s_trial_resumes_from_its_checkpoint_on_another_node(fail
     first_elsewhere = next(r["epoch"] for r in rows if r["node_id"] != removed["node_id"])
     assert removed["epoch"] < first_elsewhere <= epochs
     assert sorted(reported) == list(range(1, epochs + 1))
+
+
+def test_a_driver_killed_with_sigkill_is_finished_by_resume(cluster, tmp_path):
+    """The CLI driving the cluster dies mid-study; ``--resume`` trains only what is missing."""
+    epochs = 6
+    study_file = tmp_path / "killed.yaml"
+    study_file.write_text(study_yaml("killed", epochs=epochs, growth=[4], stages=[1, 2]))
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    root = tmp_path / "ckpt" / "killed"
+    command = [sys.executable, "-m", "rksearch.run", str(study_file), "--address", cluster.address,
+               "--storage", url, "--storage-path", str(tmp_path / "ckpt"), "--no-preflight"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + NODE_REMOVAL_TIMEOUT_S
+        while _stored_epochs(url) < 2 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert sum(map(len, epochs_in_db(url, "killed").values())) < 2 * epochs, "killed after the end"
+    first_run = {key: [r["epoch"] for r in rows] for key, rows in reports(root).items()}
+    midway = [key for key, done in first_run.items() if 0 < max(done) < epochs]
+    assert midway, f"no trial was between epochs when the driver died: {first_run}"
+
+    resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    done = results.load(url, study="killed", status=None)
+    assert sorted(done["status"]) == ["completed", "completed"]
+    assert epochs_in_db(url, "killed") == {key: list(range(1, epochs + 1)) for key in done["trial_key"]}
+    # A trial that had checkpointed epochs before the kill continued after its last one
+    second_run = {key: [r["epoch"] for r in rows][len(first_run.get(key, [])):]
+                  for key, rows in reports(root).items()}
+    for key in midway:
+        assert second_run[key][0] == max(first_run[key]) + 1, (first_run[key], second_run[key])
+
+
+def _stored_epochs(url: str) -> int:
+    """Epoch rows in the database so far (0 before the store has created it)."""
+    if not Path(url.removeprefix("sqlite:///")).exists():
+        return 0
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(epochs_table)).scalar_one()
+    except sa.exc.OperationalError:
+        return 0
+    finally:
+        engine.dispose()
 
 
 def _node_with_a_reported_epoch(url: str, root: Path, cluster: Cluster, epochs: int):
