@@ -34,6 +34,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from . import progress
+from .checkpoint import load as load_checkpoint
 from .space import PlannedTrial, Planner
 from .store import Store, StoreCallback, TrialInfo, open_store
 from .study import Choice, Continuous, IntRange, Study
@@ -73,8 +74,10 @@ def train_planned(config: dict[str, Any], study_json: str) -> None:
     """Tune trainable: train the trial `config["trial"]` names, one `tune.report` per epoch."""
     spec = config["trial"]
     trial = _planner(study_json).resolve(spec["assignment"], spec["seed"])
+    # node_id: which Ray node ran each epoch (node_ip is the same for every node on one host)
     extra = {"trial_key": trial.key, "model_name": trial.model_name,
-             "params": trial.cost.params, "flops": trial.cost.flops}
+             "params": trial.cost.params, "flops": trial.cost.flops,
+             "node_id": ray.get_runtime_context().get_node_id()}
     with tempfile.TemporaryDirectory(prefix="rksearch-trial-") as work:
         resume_from = None
         checkpoint = tune.get_checkpoint()
@@ -82,19 +85,16 @@ def train_planned(config: dict[str, Any], study_json: str) -> None:
             resume_from = Path(checkpoint.to_directory(str(Path(work) / "resume")))
         elif spec.get("resume_from"):  # an earlier run of the study left this checkpoint
             resume_from = Path(spec["resume_from"])
-
-        reported = []
+            # A worker saves an epoch's checkpoint before the driver records that epoch, so the
+            # driver that died may never have stored it (nor, for a last epoch, how the trial
+            # ended): report it again (epochs are upserted, a repeat is harmless).
+            tune.report({**load_checkpoint(resume_from)["metrics"], **extra})
 
         def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
             saved = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
             tune.report({**metrics, **extra}, checkpoint=saved)
-            reported.append(metrics["epoch"])
 
-        result = run_trial(trial.config, report, checkpoint_dir=Path(work) / "checkpoint", resume_from=resume_from)
-        if not reported and result.final:
-            # resumed from a checkpoint of its last epoch (the driver died before recording the
-            # end): say again how it ended, so the trial is recorded as what it was
-            tune.report({**result.final, **extra})
+        run_trial(trial.config, report, checkpoint_dir=Path(work) / "checkpoint", resume_from=resume_from)
 
 
 class Describe:
