@@ -1,6 +1,7 @@
-"""One local Ray for the whole test session (2 CPUs, no dashboard), shared by every engine test.
+"""One local Ray per test module (2 CPUs, no dashboard), shared by the module's engine tests.
 
-Starting Ray costs seconds, so it starts once, on first use.  ``address="local"`` always starts a
+Starting Ray costs seconds, so it starts once per module, on first use; it is shut down at the
+module's end because other modules start Ray clusters of their own (multi-node, fake GPUs).  ``address="local"`` always starts a
 fresh instance: it never joins a cluster some other process on this machine started with
 ``ray start``.  `engine.run_study` sees ``ray.is_initialized()`` and uses this Ray as it is.
 """
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
     import ray
 

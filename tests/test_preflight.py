@@ -35,7 +35,7 @@ HUGE = 1 << 60  # no machine has an exabyte of /dev/shm
 @pytest.fixture(scope="module")
 def local_ray():
     # num_gpus=0 explicitly: on a GPU machine Ray would otherwise detect the real ones.
-    ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, num_gpus=0, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

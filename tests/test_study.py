@@ -119,8 +119,8 @@ def test_dry_run_prints_every_trial_and_creates_no_database(tmp_path: Path, monk
     assert len(rows) == 4  # stages x growth
     for stages in ("1x1 1x1", "2x1 2x1"):
         for k in (4, 6):
-            [row] = [r for r in rows if f"ERKNet-{stages} (k={k}," in r]
-            params, gflops = row.split(")")[-1].split()[1:3]
+            [row] = [r for r in rows if f"ERKNet-{stages} " in r and f"growth={k} " in r]
+            params, gflops = row.split(f"growth={k}")[-1].split()[1:3]
             assert params.endswith("M") and float(params[:-1]) > 0 and float(gflops) > 0
     assert out[-1] == "4 trials planned: 4 to train, 0 skipped"
     assert list(tmp_path.iterdir()) == [path]
