@@ -41,7 +41,7 @@ NODE_REMOVAL_TIMEOUT_S = 150
 REPO = Path(__file__).resolve().parents[1]
 
 
-def study_yaml(name: str, epochs: int, growth: list[int], stages: list[int]) -> str:
+def study_yaml(name: str, epochs: int, growth: list[int], stages: list[int], train_size: int = 256) -> str:
     """A tiny grid study: 8x8 synthetic images, k = 4, half a (fake) GPU and one CPU per trial."""
     return f"""
 name: {name}
@@ -49,7 +49,7 @@ data:
   dataset: synthetic
   image_size: 8
   num_classes: 4
-  train_size: 256
+  train_size: {train_size}
   val_size: 64
   batch_size: 32
 train:
@@ -128,7 +128,9 @@ def failover(cluster, tmp_path_factory):
     """
     epochs = 6
     tmp = tmp_path_factory.mktemp("failover")
-    study, text = loads(study_yaml("failover", epochs=epochs, growth=[4, 6], stages=[1, 2]))
+    # epochs long enough (~1 s on an idle core) that the victim is still training when its node
+    # goes: with 256 images an idle machine finished the trial between the check and the kill
+    study, text = loads(study_yaml("failover", epochs=epochs, growth=[4, 6], stages=[1, 2], train_size=4096))
     url = f"sqlite:///{tmp / 'r.db'}"
     root = tmp / "ckpt" / "failover"
     workers_before = {n.node_id for n in cluster.worker_nodes}
