@@ -309,7 +309,7 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
         param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
-            max_concurrent_trials=search.max_concurrent, reuse_actors=False,
+            max_concurrent_trials=search.max_concurrent, reuse_actors=True,
             trial_name_creator=_TrialName(study_json), trial_dirname_creator=_TrialName(study_json, unique=True),
         ),
         run_config=tune.RunConfig(
