@@ -30,8 +30,6 @@ from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
-from torchvision import datasets
-from torchvision.transforms import v2 as T
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +256,10 @@ Split = tuple[Tensor, Tensor]  # uint8 images (N, 3, H, W), int64 labels (N,)
 
 def _read_arrays(cfg: DataConfig) -> tuple[Split, Split]:
     """(train, official test) of an in-memory data set."""
+    if cfg.dataset in ("cifar10", "cifar100", "svhn"):
+        from . import readers  # torchvision: imported only by trials that read these files
     if cfg.dataset in ("cifar10", "cifar100"):
-        reader = CIFAR10Files if cfg.dataset == "cifar10" else CIFAR100Files
+        reader = readers.CIFAR10Files if cfg.dataset == "cifar10" else readers.CIFAR100Files
         folder = cfg.root / reader.base_folder
         required = [folder / name for name, _ in reader.train_list + reader.test_list]
         required.append(folder / reader.meta["filename"])
@@ -267,50 +267,13 @@ def _read_arrays(cfg: DataConfig) -> tuple[Split, Split]:
         return _from_hwc(train.data, train.targets), _from_hwc(test.data, test.targets)
     if cfg.dataset == "svhn":
         folder = cfg.root / "svhn"
-        required = [folder / SVHNFiles.split_list[split][1] for split in ("train", "test")]
+        required = [folder / readers.SVHNFiles.split_list[split][1] for split in ("train", "test")]
         train, test = _open(cfg, folder, required,
-                            lambda train: SVHNFiles(folder, "train" if train else "test", cfg.download, cfg.verify))
+                            lambda train: readers.SVHNFiles(folder, "train" if train else "test", cfg.download, cfg.verify))
         return _from_chw(train.data, train.labels), _from_chw(test.data, test.labels)
     if cfg.dataset == "digits":
         return _digits()
     return _synthetic(cfg)
-
-
-class _PresenceCheckedCIFAR:
-    """torchvision's CIFAR reader with its md5 checks replaced by presence checks.
-
-    The replacement is by data, not by code: the per-instance file lists carry no md5,
-    which torchvision's own `check_integrity` takes as "the file exists".  Downloads and
-    ``verify`` keep the class's official sums.
-    """
-
-    train_list: list[list[str]]
-    test_list: list[list[str]]
-    meta: dict[str, str]
-
-    def __init__(self, root: Path, train: bool, download: bool = False, verify: bool = False) -> None:
-        if not (download or verify):
-            self.train_list = [[name, None] for name, _ in type(self).train_list]  # type: ignore[list-item]
-            self.test_list = [[name, None] for name, _ in type(self).test_list]  # type: ignore[list-item]
-            self.meta = {**type(self).meta, "md5": None}  # type: ignore[dict-item]
-        super().__init__(root, train=train, download=download)  # type: ignore[call-arg]
-
-
-class CIFAR10Files(_PresenceCheckedCIFAR, datasets.CIFAR10):
-    """CIFAR-10 python batches (``cifar-10-batches-py/``), md5 checked only when asked."""
-
-
-class CIFAR100Files(_PresenceCheckedCIFAR, datasets.CIFAR100):
-    """CIFAR-100 python batches (``cifar-100-python/``), md5 checked only when asked."""
-
-
-class SVHNFiles(datasets.SVHN):
-    """SVHN ``{train,test}_32x32.mat``, md5 checked only when asked (see `_PresenceCheckedCIFAR`)."""
-
-    def __init__(self, root: Path, split: str, download: bool = False, verify: bool = False) -> None:
-        if not (download or verify):
-            self.split_list = {key: [url, name, None] for key, (url, name, _) in type(self).split_list.items()}
-        super().__init__(root, split=split, download=download)
 
 
 def _open(cfg: DataConfig, folder: Path, required: list[Path], reader: Callable[[bool], Any]) -> tuple[Any, Any]:
@@ -410,6 +373,7 @@ def _measure(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 def _load_folder(cfg: DataConfig, seed: int, device: torch.device) -> TrialData:
     """``{root}/imagenet/{train,val}/<class>/<image>`` through ImageFolder and DataLoader workers."""
+    from . import readers
     from .runtime import trial_cpus
 
     folder = cfg.root / "imagenet"
@@ -420,14 +384,14 @@ def _load_folder(cfg: DataConfig, seed: int, device: torch.device) -> TrialData:
                 f"automatically; put the train/ and val/ class folders (ImageFolder layout: "
                 f"<split>/<class>/<image>) under {folder}, or point `data.root` at the directory holding imagenet/."
             )
-    train_tf, eval_tf = _folder_transforms(cfg.augment or "imagenet", cfg.size)
-    train = datasets.ImageFolder(folder / "train", transform=train_tf)
+    train_tf, eval_tf = readers.folder_transforms(cfg.augment or "imagenet", cfg.size)
+    train = readers.ImageFolder(folder / "train", transform=train_tf)
     if cfg.validation == "holdout":
         keep, held = _holdout(len(train), cfg.holdout_fraction, cfg.split_seed)
-        val: Dataset = Subset(datasets.ImageFolder(folder / "train", transform=eval_tf), held.tolist())
+        val: Dataset = Subset(readers.ImageFolder(folder / "train", transform=eval_tf), held.tolist())
         train_set: Dataset = Subset(train, keep.tolist())
     else:
-        val_folder = datasets.ImageFolder(folder / "val", transform=eval_tf)
+        val_folder = readers.ImageFolder(folder / "val", transform=eval_tf)
         if val_folder.classes != train.classes:
             raise DataError(f"imagenet: the class folders of {folder / 'val'} differ from those of {folder / 'train'}")
         val, train_set = val_folder, train
@@ -442,21 +406,6 @@ def _load_folder(cfg: DataConfig, seed: int, device: torch.device) -> TrialData:
         stem=stem_for(cfg.size),
         image_size=cfg.size,
     )
-
-
-def _folder_transforms(augment: Augment, size: int) -> tuple[Callable, Callable]:
-    """(train, eval) PIL -> uint8 tensor transforms; eval is the single centre crop."""
-    resize = round(size * 256 / 224)
-    to_tensor = T.PILToTensor()
-    evaluate = T.Compose([T.RGB(), T.Resize(resize), T.CenterCrop(size), to_tensor])
-    if augment == "imagenet":
-        train = T.Compose([T.RGB(), T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
-                           T.ColorJitter(0.4, 0.4, 0.4), to_tensor])
-    elif augment == "flip-crop":
-        train = T.Compose([T.RGB(), T.Resize(resize), T.RandomCrop(size), T.RandomHorizontalFlip(), to_tensor])
-    else:
-        train = evaluate
-    return train, evaluate
 
 
 def _take_dataset(dataset: Dataset, index: Tensor | None) -> Dataset:

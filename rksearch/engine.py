@@ -5,8 +5,9 @@ architectures and trials already in the database are settled there and recorded 
 reused / done; what is left goes to Ray Tune.  Grid and random studies hand Tune the exact list
 of planned trials; Optuna studies go through `PlannedSearcher`, which prices each suggestion on
 the driver and never lets an over-budget or duplicate point reach a worker.  Workers run
-`train_planned`, which re-derives the trial from its assignment and calls `train.run_trial`,
-reporting every epoch with its checkpoint; the driver's `StoreCallback` is the only writer.
+`rksearch.trainable.train_planned`, which re-derives the trial from its assignment and calls
+`train.run_trial`, reporting every epoch with its checkpoint; the driver's `StoreCallback` is
+the only writer.
 
 Fault tolerance: Tune's `FailureConfig` retries a trial whose worker died from its last reported
 checkpoint (`tune.get_checkpoint`); a study whose driver died is continued with ``resume=True``:
@@ -19,10 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
@@ -34,11 +33,10 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from . import progress
-from .checkpoint import load as load_checkpoint
 from .space import PlannedTrial, Planner
 from .store import Store, StoreCallback, TrialInfo, open_store
 from .study import Choice, Continuous, IntRange, Study
-from .train import run_trial
+from .trainable import planner_for, train_planned
 
 log = logging.getLogger(__name__)
 
@@ -63,39 +61,7 @@ class StudyRun:
     seconds: float
 
 
-# ---- the worker side ---------------------------------------------------------------------------
-
-@lru_cache(maxsize=4)
-def _planner(study_json: str) -> Planner:
-    return Planner(Study.model_validate_json(study_json))
-
-
-def train_planned(config: dict[str, Any], study_json: str) -> None:
-    """Tune trainable: train the trial `config["trial"]` names, one `tune.report` per epoch."""
-    spec = config["trial"]
-    trial = _planner(study_json).resolve(spec["assignment"], spec["seed"])
-    # node_id: which Ray node ran each epoch (node_ip is the same for every node on one host)
-    extra = {"trial_key": trial.key, "model_name": trial.model_name,
-             "params": trial.cost.params, "flops": trial.cost.flops,
-             "node_id": ray.get_runtime_context().get_node_id()}
-    with tempfile.TemporaryDirectory(prefix="rksearch-trial-") as work:
-        resume_from = None
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is not None:  # Tune retrying this trial after a worker died
-            resume_from = Path(checkpoint.to_directory(str(Path(work) / "resume")))
-        elif spec.get("resume_from"):  # an earlier run of the study left this checkpoint
-            resume_from = Path(spec["resume_from"])
-            # A worker saves an epoch's checkpoint before the driver records that epoch, so the
-            # driver that died may never have stored it (nor, for a last epoch, how the trial
-            # ended): report it again (epochs are upserted, a repeat is harmless).
-            tune.report({**load_checkpoint(resume_from)["metrics"], **extra})
-
-        def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-            saved = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-            tune.report({**metrics, **extra}, checkpoint=saved)
-
-        run_trial(trial.config, report, checkpoint_dir=Path(work) / "checkpoint", resume_from=resume_from)
-
+# ---- driver-side helpers that Ray pickles ---------------------------------------------------
 
 class Describe:
     """Picklable ``trial.config -> TrialInfo`` for the store callback (Ray pickles callbacks)."""
@@ -105,7 +71,7 @@ class Describe:
 
     def __call__(self, config: dict[str, Any]) -> TrialInfo:
         spec = config["trial"]
-        return _planner(self.study_json).resolve(spec["assignment"], spec["seed"]).info()
+        return planner_for(self.study_json).resolve(spec["assignment"], spec["seed"]).info()
 
 
 # ---- Optuna ----------------------------------------------------------------------------------
@@ -367,7 +333,7 @@ class _TrialName:
 
     def __call__(self, trial: Any) -> str:
         spec = trial.config["trial"]
-        planned = _planner(self.study_json).resolve(spec["assignment"], spec["seed"])
+        planned = planner_for(self.study_json).resolve(spec["assignment"], spec["seed"])
         short = "".join(c if c.isalnum() or c in "-_" else "_" for c in planned.model_name)[:40]
         if self.unique:
             return f"{planned.key[:16]}_{trial.trial_id}"

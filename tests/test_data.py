@@ -220,11 +220,11 @@ def test_download_happens_under_a_file_lock_in_root(tmp_path: Path, monkeypatch:
     """Parallel trials on one node must not download into the same folder at once."""
     import filelock
 
-    import rksearch.data as data_module
+    from rksearch import readers
 
     calls: list[bool] = []
 
-    class Reader(data_module.CIFAR10Files):  # keeps the class attributes `_read_arrays` reads
+    class Reader(readers.CIFAR10Files):  # keeps the class attributes `_read_arrays` reads
         def __init__(self, root: Path, train: bool, download: bool = False, verify: bool = False) -> None:
             other = filelock.FileLock(str(tmp_path / ".cifar10.lock"))
             with pytest.raises(filelock.Timeout):  # a second process-like holder cannot get in
@@ -232,7 +232,7 @@ def test_download_happens_under_a_file_lock_in_root(tmp_path: Path, monkeypatch:
             calls.append(download)
             self.data, self.targets = _pixels(2, 0), [1, 2]
 
-    monkeypatch.setattr(data_module, "CIFAR10Files", Reader)
+    monkeypatch.setattr(readers, "CIFAR10Files", Reader)
     data = load(DataConfig(dataset="cifar10", root=tmp_path, download=True), seed=0)
     assert calls == [True, True] and data.train.num_samples == 2
     filelock.FileLock(str(tmp_path / ".cifar10.lock")).acquire(timeout=0)  # released afterwards

@@ -220,3 +220,13 @@ def test_asha_stops_some_trials_early(tmp_path: Path, ray_cluster: None) -> None
     assert all(t["epochs_done"] < 3 for t in pruned)
     assert all(t["epochs_done"] == 3 for t in trial_rows if t["status"] == "completed")
     assert_epochs_complete(trial_rows, epoch_rows)
+
+
+def test_trial_workers_import_nothing_of_the_driver_nor_torchvision() -> None:
+    """Every Ray worker imports the trainable's module before its first epoch; the driver's
+    Optuna/SQL/plotting stack or torchvision there would cost seconds per worker start."""
+    heavy = ("torchvision", "optuna", "sqlalchemy", "alembic", "matplotlib",
+             "rksearch.engine", "rksearch.store", "rksearch.readers")
+    code = f"import sys, rksearch.trainable; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == []

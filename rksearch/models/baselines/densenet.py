@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torchvision
 from torch import nn
 
 from ..blocks import ExplicitStep
@@ -152,6 +151,8 @@ class ImageNetDenseNetSpec:
 
     def build(self, memory_efficient: bool = False) -> nn.Module:
         """torchvision's builder with weights=None: nothing is downloaded, its own initialisation."""
+        import torchvision  # here, not at module level: importing torchvision costs ~2 s per process
+
         factory = getattr(torchvision.models, f"densenet{self.depth}")
         return factory(weights=None, num_classes=self.num_classes, drop_rate=self.dropout,
                        memory_efficient=memory_efficient)
