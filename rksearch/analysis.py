@@ -139,17 +139,19 @@ def paper_table(
     rows = replicates(df, error, dims)
     if by not in rows.columns:
         raise KeyError(f"cannot group the table by {by!r}: the study has no such column")
+    dims = [d for d in dimension_columns(df, dims) if d not in ("seed", by)]
     blocks = []
     for group in ordered_groups(rows[by]):
         part = rows[rows[by] == group].sort_values(["flops", "params"], kind="mergesort")
-        if part["model_name"].duplicated().any():
+        labels = model_labels(part, dims)
+        if labels.duplicated().any():
             log.warning(
-                "table group %s has several configurations with the same model name; "
-                "fix the other knobs of a Table-1 study or tell the rows apart by hand", group
+                "table group %s has several configurations with the same model name and search "
+                "dimensions (they differ in fixed knobs); tell those rows apart by hand", group
             )
         block = pd.DataFrame(
             {
-                "model": part["model_name"].to_numpy(dtype=object),
+                "model": labels.to_numpy(dtype=object),
                 "GFLOPs": part["flops"].to_numpy(dtype=float) / 1e9,
                 "params (M)": part["params"].to_numpy(dtype=float) / 1e6,
                 "error (%)": 100.0 * part["error"].to_numpy(dtype=float),
@@ -162,6 +164,31 @@ def paper_table(
     if not blocks:
         return pd.DataFrame(columns=pd.MultiIndex.from_product([[], TABLE_FIELDS]))
     return pd.concat(blocks, axis=1)
+
+
+def model_labels(rows: pd.DataFrame, dims: Sequence[str]) -> pd.Series:
+    """Each row's model name, with the search dimensions that tell apart rows sharing it.
+
+    A model name does not carry every dimension (the growth rate, for one), so a study that
+    varies k lists 'ERKNet-2x1 2x1 2x1' once per k; those rows read
+    'ERKNet-2x1 2x1 2x1 (growth=4)' and '... (growth=8)'.  Unique names stay as they are.
+    """
+    labels = rows["model_name"].astype(object).copy()
+    for _, same in rows.groupby("model_name", sort=False):
+        if len(same) < 2:
+            continue
+        varying = [d for d in dims if d in same.columns and len({level_text(v) for v in same[d]}) > 1]
+        for index, row in same.iterrows():
+            if varying:
+                labels[index] = f"{row['model_name']} ({', '.join(f'{d}={level_text(row[d])}' for d in varying)})"
+    return labels
+
+
+def amount_text(value: float, digits: int) -> str:
+    """`digits` decimals, more where needed for two significant digits (0.0014 GFLOPs, not 0.00)."""
+    if not math.isfinite(value) or value == 0:
+        return f"{value:.{digits}f}"
+    return f"{value:.{max(digits, 1 - math.floor(math.log10(abs(value))))}f}"
 
 
 def _table_cells(
@@ -184,8 +211,8 @@ def _table_cells(
                 err = f"{err} (1 seed)" if _missing(sd) else pm.format(err=err, sd=f"{sd:.{digits}f}")
             cells += [
                 str(model),
-                f"{row[(group, 'GFLOPs')]:.{digits}f}",
-                f"{row[(group, 'params (M)')]:.{digits}f}",
+                amount_text(row[(group, "GFLOPs")], digits),
+                amount_text(row[(group, "params (M)")], digits),
                 err,
             ]
         rows.append(cells)

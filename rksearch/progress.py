@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from ray import tune
 
 from . import results
+from .analysis import amount_text
 
 
 class ProgressView(tune.Callback):
@@ -112,7 +113,8 @@ def _table(df: Any) -> str:
     shown = df.copy()
     for col in ("params", "flops"):
         if col in shown:
-            shown[col] = shown[col].map(lambda v: f"{v / 1e6:.3f}M" if col == "params" else f"{v / 1e9:.3f}G")
+            unit, scale = ("M", 1e6) if col == "params" else ("G", 1e9)
+            shown[col] = shown[col].map(lambda v, unit=unit, scale=scale: amount_text(v / scale, 3) + unit)
     for col in ("best_val_acc",):
         if col in shown:
             shown[col] = shown[col].map(lambda v: f"{v:.4f}")

@@ -24,6 +24,7 @@ from rksearch.analysis import (
     families,
     family,
     ablation_markdown,
+    amount_text,
     bootstrap_ci,
     dimension_columns,
     paper_table,
@@ -278,6 +279,30 @@ def test_table_with_seeds_shows_mean_and_sd() -> None:
     assert "| IRKNet-3x1 3x1 3x1 | 0.40 | 0.45 | 5.50 ± 0.14 |" in md
     assert "| ERKNet-6x1 6x1 6x1 | 0.66 | 0.74 | 5.12 (1 seed) |" in md
     assert "$5.50 \\pm 0.14$" in table_latex(table)
+
+
+def test_table_tells_apart_rows_of_one_model_name_by_the_dimensions_that_differ() -> None:
+    """A name carries no growth rate: a study over k lists each name once per k."""
+    rows = []
+    for growth, flops in ((4, 650_000), (8, 2_200_000)):
+        for name, form in (("ERKNet-1x1 1x1 1x1", "explicit"), ("IRKNet-2x1 2x1 2x1", "clique")):
+            row = trial_row(len(rows), name, (1, 1, 1), form, flops // 1000 + 100, flops, 0, 10.0 + growth)
+            rows.append(row | {"growth": growth, "canonical": f"{name} (k={growth})"})
+    rows.append(trial_row(len(rows), "ERKNet-3x1 3x1 3x1", (3, 3, 3), "explicit", 3_000, 2_600_000, 0, 9.7)
+                | {"growth": 4, "canonical": "ERKNet-3x1 3x1 3x1 (k=4)"})
+    frame = pd.DataFrame(rows)
+    frame.attrs["dims"] = ["form", "stages", "growth"]
+    md = table_markdown(paper_table(frame))
+    assert "| ERKNet-1x1 1x1 1x1 (growth=4) | 0.00065 | 0.00075 | 14.00 |" in md
+    assert "| ERKNet-1x1 1x1 1x1 (growth=8) | 0.0022 | 0.0023 | 18.00 |" in md
+    assert "| ERKNet-3x1 3x1 3x1 | 0.0026 | 0.0030 | 9.70 |" in md  # unique: no suffix
+    assert "IRKNet-2x1 2x1 2x1 (growth=8)" in md
+
+
+@pytest.mark.parametrize(("value", "text"), [(0.66, "0.66"), (12.345, "12.35"), (0.019, "0.019"),
+                                             (0.00065, "0.00065"), (0.0, "0.00"), (-0.004, "-0.0040")])
+def test_small_amounts_keep_two_significant_digits(value: float, text: str) -> None:
+    assert amount_text(value, 2) == text
 
 
 def test_table_by_form_escapes_latex_and_round_trips_csv() -> None:

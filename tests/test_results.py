@@ -91,6 +91,20 @@ def test_studies(filled: str) -> None:
     assert ls.loc["other", "running"] == 1
 
 
+def test_end_of_study_summary_reads_the_database(filled: str) -> None:
+    """The report `rksearch.run` prints last: counts, best trials, front, and the next commands."""
+    from rksearch.progress import summary
+
+    text = summary(filled, "sqlite:///shown.db", "fig")
+    lines = text.splitlines()
+    assert lines[0] == "study fig: 3 completed, 1 failed, 1 pruned"
+    best = lines[lines.index("best 3 by validation accuracy:") + 2].split()
+    # small models keep two significant digits (0.014M, not 0.01M or 0.014000M)
+    assert best[-5:-2] == ["0.014M", "0.014G", f"{val_acc(2, 3):.4f}"]
+    assert "Pareto front (accuracy vs flops):" in lines
+    assert "  python -m rksearch.results show fig --storage sqlite:///shown.db" in lines
+
+
 def test_results_does_not_import_ray() -> None:
     code = "import sys, rksearch.results; sys.exit('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent).returncode == 0
