@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import ray
 import sqlalchemy as sa
 import yaml
 
@@ -159,6 +160,7 @@ def test_grid_trains_into_sqlite_with_one_row_per_epoch(trained) -> None:
     assert_epochs_complete(trial_rows, epoch_rows)
     frame = results.load(url, "e2e")
     assert sorted(zip(frame.stages, frame.growth)) == [(1, 4), (1, 6), (2, 4)]
+    assert set(frame.node) == {ray.get_runtime_context().get_node_id()}  # one local node ran them all
 
 
 def test_over_budget_trial_is_recorded_as_skipped_with_its_cost_and_never_trained(trained) -> None:

@@ -196,6 +196,8 @@ def test_a_removed_node_s_trial_resumes_from_its_checkpoint_on_another_node(fail
     rows = reports(failover["root"])[removed["key"]]
     nodes = [r["node_id"] for r in rows]
     assert nodes[0] == removed["node_id"] and nodes[-1] != removed["node_id"], nodes
+    # the database names the node that finished the trial, not the one that died under it
+    assert done.set_index("trial_key").loc[removed["key"], "node"] == nodes[-1]
     # resumed, not restarted: the epochs before the removal were reported once, and the first
     # epoch on the new node follows the checkpoint (only an epoch in flight may run again)
     reported = Counter(r["epoch"] for r in rows)

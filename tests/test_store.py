@@ -161,6 +161,22 @@ def test_study_lifecycle(db_url: str) -> None:
     store.close()
 
 
+def test_node_is_the_ray_node_of_the_latest_epoch(db_url: str) -> None:
+    """Tune knows no node IP when a local trial starts; the trainable reports its node id per
+    epoch, and after a failover the trial's row names the node that went on with it."""
+    store = open_store(db_url)
+    study = store.begin_study("s", "x")
+    store.trial_started(study, describe({"key": "key0001", "k": 12}))  # node unknown at start
+    assert results.load(db_url, status=None)["node"].isna().all()
+    store.record_epoch(study, "key0001", {**epoch_result(1, 1), "node_id": "a" * 56})
+    assert results.load(db_url, status=None)["node"].tolist() == ["a" * 56]
+    store.record_epoch(study, "key0001", epoch_result(1, 2))  # a result without a node keeps it
+    assert results.load(db_url, status=None)["node"].tolist() == ["a" * 56]
+    store.record_epoch(study, "key0001", {**epoch_result(1, 3), "node_id": "b" * 56})
+    assert results.load(db_url, status=None)["node"].tolist() == ["b" * 56]
+    store.close()
+
+
 def test_epoch_redelivery_is_idempotent_and_nan_is_null(db_url: str) -> None:
     store = open_store(db_url)
     study = store.begin_study("s", "x")

@@ -180,7 +180,7 @@ class Store:
         """
         upsert, summary = self._epoch_statements()
         row = {name: _number(metrics.get(name)) for name in EPOCH_METRICS}
-        device = metrics.get("device")
+        device, node = metrics.get("device"), metrics.get("node_id")
         with self.engine.begin() as conn:
             trial_id = self._trial_id(conn, study_id, trial_key)
             conn.execute(upsert, {"trial_id": trial_id, "epoch": int(metrics["epoch"]), "recorded_at": _now(), **row})
@@ -188,6 +188,7 @@ class Store:
                 "tid": trial_id,
                 "reported_best": _number(metrics.get("best_val_acc")),
                 "reported_device": None if device is None else str(device)[:100],
+                "reported_node": None if node is None else str(node)[:200],
             })  # fmt: skip
 
     def _epoch_statements(self) -> tuple[sa.Insert, sa.Update]:
@@ -211,6 +212,8 @@ class Store:
                     final_val_acc=sa.select(epochs.c.val_acc).where(of_trial)
                     .order_by(epochs.c.epoch.desc()).limit(1).scalar_subquery(),
                     device=sa.func.coalesce(sa.bindparam("reported_device", type_=sa.String), trials.c.device),
+                    # the Ray node of the latest epoch: after a failover, the node that finished it
+                    node=sa.func.coalesce(sa.bindparam("reported_node", type_=sa.String), trials.c.node),
                 )
             )  # fmt: skip
             self._epoch_sql = (upsert, summary)
