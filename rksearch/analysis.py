@@ -132,7 +132,8 @@ def paper_table(
 
     Groups sit side by side as in the paper's Table 1 (ERKNets left, IRKNets right); each
     group's models are sorted by FLOPs and the groups' rows are aligned by rank, shorter groups
-    padded with empty cells.  Columns are a MultiIndex (group, field) over `TABLE_FIELDS`;
+    padded with empty cells.  A model name that several rows share gets the search dimensions
+    telling them apart (`model_labels`).  Columns are a MultiIndex (group, field) over `TABLE_FIELDS`;
     error (in percent, from the frame's fractions) is the mean over seeds with its s.d. and
     the number of seeds kept beside it.
     """
@@ -185,10 +186,16 @@ def model_labels(rows: pd.DataFrame, dims: Sequence[str]) -> pd.Series:
 
 
 def amount_text(value: float, digits: int) -> str:
-    """`digits` decimals, more where needed for two significant digits (0.0014 GFLOPs, not 0.00)."""
-    if not math.isfinite(value) or value == 0:
-        return f"{value:.{digits}f}"
-    return f"{value:.{max(digits, 1 - math.floor(math.log10(abs(value))))}f}"
+    """`digits` decimals, more where needed for two significant digits (0.0014 GFLOPs, not 0.00);
+    a missing value reads '-'."""
+    if _missing(value):
+        return "-"
+
+    def decimals(x: float) -> int:
+        return digits if not math.isfinite(x) or x == 0 else max(digits, 1 - math.floor(math.log10(abs(x))))
+
+    # once more on the rounded value: 0.0996 rounds to 0.100, which needs one decimal less
+    return f"{value:.{decimals(round(value, decimals(value)))}f}"
 
 
 def _table_cells(

@@ -8,11 +8,14 @@ data sets that never touch a file (digits, synthetic).  `rksearch.data` imports 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from torchvision import datasets
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2 as T
+
+if TYPE_CHECKING:
+    from .data import Augment
 
 __all__ = ["CIFAR10Files", "CIFAR100Files", "SVHNFiles", "ImageFolder", "folder_transforms"]
 
@@ -54,7 +57,7 @@ class SVHNFiles(datasets.SVHN):
         super().__init__(root, split=split, download=download)
 
 
-def folder_transforms(augment: str, size: int) -> tuple[Callable, Callable]:
+def folder_transforms(augment: Augment, size: int) -> tuple[Callable, Callable]:
     """(train, eval) PIL -> uint8 tensor transforms; eval is the single centre crop."""
     resize = round(size * 256 / 224)
     to_tensor = T.PILToTensor()

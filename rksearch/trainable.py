@@ -1,8 +1,8 @@
 """The Ray Tune trainable: what a worker process runs for one trial.
 
 Kept apart from `rksearch.engine` on purpose: Ray imports the trainable's module in every
-worker process, and the engine's driver-side imports (Optuna, the SQL store, pandas for the
-summaries) would add seconds to each worker's start for nothing a trial uses.
+worker process, and the engine's driver-side imports (Optuna, SQLAlchemy and the store, the
+progress view) would add seconds to each worker's start for nothing a trial uses.
 """
 
 from __future__ import annotations

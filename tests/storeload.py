@@ -2,7 +2,7 @@
 
 Shared by the store tests and the store benchmark.  A real Tune run would add a Ray start-up
 (tens of seconds on the test machine) without exercising anything more of the store: the
-callback only reads `trial_id`, `config`, `node_ip`, `last_result`, `error_file` and
+callback only reads `trial_id`, `config`, `last_result`, `error_file` and
 `get_error()` from the trial, which `FakeTrial` provides.
 """
 
@@ -17,7 +17,6 @@ from rksearch.store import Store, StoreCallback, TrialInfo, open_store
 class FakeTrial:
     trial_id: str
     config: dict
-    node_ip: str | None = "10.0.0.7"
     last_result: dict = field(default_factory=dict)
     error_file: str | None = None
     error: str | None = None
@@ -45,7 +44,7 @@ def epoch_result(trial: int, epoch: int) -> dict:
     return {
         "epoch": epoch, "train_loss": 1.0 / epoch, "train_acc": 0.4 + 0.01 * epoch, "val_loss": 1.1 / epoch,
         "val_acc": val_acc(trial, epoch), "lr": 0.1, "seconds": 1.5, "images_per_s": 900.0,
-        "best_val_acc": val_acc(trial, epoch), "device": "cpu", "trial_status": "running",
+        "best_val_acc": val_acc(trial, epoch), "device": "cpu", "trial_status": "running", "node_id": "node-a",
     }  # fmt: skip
 
 

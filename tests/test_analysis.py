@@ -299,9 +299,23 @@ def test_table_tells_apart_rows_of_one_model_name_by_the_dimensions_that_differ(
     assert "IRKNet-2x1 2x1 2x1 (growth=8)" in md
 
 
+def test_table_warns_when_rows_differ_only_in_fixed_knobs(caplog: pytest.LogCaptureFixture) -> None:
+    df = _tiny(TINY)
+    twin = df[df["model_name"] == "IRKNet-3x1 3x1 3x1"].assign(canonical="IRKNet-3x1 3x1 3x1 (k=36, m=2)",
+                                                                trial_key="twin", val_error=0.06)
+    both = pd.concat([df, twin])
+    both.attrs = df.attrs
+    with caplog.at_level(logging.WARNING, logger="rksearch.analysis"):
+        table = paper_table(both)
+    assert list(table[("IRKNet", "model")].dropna()) == ["IRKNet-3x1 3x1 3x1"] * 2
+    assert any("group IRKNet" in r.getMessage() and "fixed knobs" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.parametrize(("value", "text"), [(0.66, "0.66"), (12.345, "12.35"), (0.019, "0.019"),
-                                             (0.00065, "0.00065"), (0.0, "0.00"), (-0.004, "-0.0040")])
-def test_small_amounts_keep_two_significant_digits(value: float, text: str) -> None:
+                                             (0.00065, "0.00065"), (0.0, "0.00"), (-0.004, "-0.0040"),
+                                             (0.0996, "0.10"), (0.00999, "0.010"), (None, "-"),
+                                             (float("nan"), "-")])
+def test_small_amounts_keep_two_significant_digits(value: float | None, text: str) -> None:
     assert amount_text(value, 2) == text
 
 

@@ -80,8 +80,8 @@ class StoreCallback(tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._started[trial.trial_id] = time.monotonic()
-        node = getattr(trial, "node_ip", None)
-        self._write("trial start", "trial_started", self.study_id, self._info(trial), node)
+        # no node yet: Tune often does not know it at start; each epoch reports its node id
+        self._write("trial start", "trial_started", self.study_id, self._info(trial))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if result.get("trial_status") == "skipped" or "epoch" not in result:

@@ -59,6 +59,7 @@ trials = sa.Table(
     sa.Column("epochs_done", sa.Integer, nullable=False, server_default="0"),
     sa.Column("wall_seconds", sa.Float),
     sa.Column("device", sa.String(100)),
+    # the Ray node id that ran the trial's latest epoch (after a failover: the one that finished it)
     sa.Column("node", sa.String(200)),
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("finished_at", sa.DateTime(timezone=True)),

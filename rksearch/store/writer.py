@@ -154,7 +154,7 @@ class Store:
             self._upsert_trial(
                 conn, study_id, info,
                 {"status": "running", "node": node, "started_at": started},
-                {"status": keep_skip, "node": node, "finished_at": None,
+                {"status": keep_skip, "node": sa.func.coalesce(node, trials.c.node), "finished_at": None,
                  "started_at": sa.func.coalesce(trials.c.started_at, started)},
             )  # fmt: skip
 
