@@ -25,8 +25,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import ArchSpec, SpecError, build, is_rkcnn_name, parse
+from .models import ArchSpec, SpecError, baselines, build, is_rkcnn_name, parse
 from .models.naming import DATASETS
+from .models.registry import find_family
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class Cost:
 def count(obj: ArchSpec | str | nn.Module, image_size: int | None = None, **knobs: Any) -> Cost:
     """Cost of a spec, a model name (plus knobs, e.g. k=36, dataset="cifar10") or a module.
 
-    `image_size` defaults to the spec's stem (32 for CIFAR-sized, 224 for ImageNet stems).
+    `image_size` defaults to the input size the model is made for: the spec's stem (32 for
+    CIFAR-sized, 224 for ImageNet stems), a baseline's own size (224 for DenseNet-121).
     """
     if isinstance(obj, nn.Module):
         return trace(obj, image_size or 32)
@@ -50,7 +52,8 @@ def count(obj: ArchSpec | str | nn.Module, image_size: int | None = None, **knob
         if is_rkcnn_name(obj):
             obj = parse(obj, **knobs)
         else:
-            size = image_size or (224 if knobs.get("dataset") == "imagenet" else 32)
+            find_family(obj.strip())  # a misspelt name: the message lists every family, RKCNNs too
+            size = image_size or baselines.parse(obj, **knobs).default_image_size
             return _trace_named(obj, size, tuple(sorted((k, _hashable(v)) for k, v in knobs.items())))
     elif knobs:
         raise SpecError(f"knobs {sorted(knobs)} given with a spec; put them in the spec instead")

@@ -53,6 +53,15 @@ def test_hand_count_of_smallest_table1_model() -> None:
     assert count("ERKNet-6x1 6x1 6x1", k=36) == Cost(params, 2 * macs, macs)
 
 
+def test_a_named_baseline_is_priced_at_the_input_size_it_is_made_for() -> None:
+    """DenseNet-121 is an ImageNet model: without a data set it is still priced at 224x224 (the
+    paper's 5.7 GFLOPs), and a CIFAR baseline at 32x32; an explicit size wins."""
+    imagenet = count("DenseNet-121")
+    assert imagenet == count("DenseNet-121", dataset="imagenet") == count("DenseNet-121", image_size=224)
+    assert round(imagenet.flops / 1e9, 2) == 5.67 and imagenet.flops > 40 * count("DenseNet-121", image_size=32).flops
+    assert count("DenseNet-BC-100", k=12) == count("DenseNet-BC-100", image_size=32, k=12)
+
+
 def test_closed_form_equals_traced_count_for_random_specs() -> None:
     # real (CPU) tensors: tracing BN on the meta device goes through slow decompositions;
     # ImageNet-stem specs are compared at 64x64 to keep the suite fast (the stem maths is the same)

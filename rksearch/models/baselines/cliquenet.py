@@ -56,6 +56,8 @@ class CliqueNetSpec:
     dropout: float = 0.0
 
     FAMILY: ClassVar[str] = "CliqueNet"
+    #: the input size its costs are quoted at (its stem is fixed by the name)
+    default_image_size: ClassVar[int] = 32
     KNOBS: ClassVar[tuple[str, ...]] = ("k", "dataset", "num_classes", "stem", "dropout")
     NAME_RE: ClassVar[re.Pattern[str]] = re.compile(r"^CliqueNet-T(?P<layers>\d+)(?:-(?P<options>[A-Za-z]+))?$")
     HELP: ClassVar[str] = ("expected 'CliqueNet-T<T>' with T = 3n, n >= 2 layers per block, optionally "

@@ -35,6 +35,8 @@ class DenseNetBCSpec:
     dropout: float = 0.0
 
     FAMILY: ClassVar[str] = "DenseNet-BC"
+    #: the input size its costs are quoted at (its stem is fixed by the name)
+    default_image_size: ClassVar[int] = 32
     KNOBS: ClassVar[tuple[str, ...]] = ("k", "dataset", "num_classes", "stem", "dropout")
     NAME_RE: ClassVar[re.Pattern[str]] = re.compile(r"^DenseNet-BC-(?P<depth>\d+)$")
     HELP: ClassVar[str] = "expected 'DenseNet-BC-<depth>' with depth = 6n + 4, n >= 1, e.g. 'DenseNet-BC-100'"
@@ -117,6 +119,8 @@ class ImageNetDenseNetSpec:
     dropout: float = 0.0
 
     FAMILY: ClassVar[str] = "DenseNet (ImageNet)"
+    #: the input size its costs are quoted at: torchvision's 224x224
+    default_image_size: ClassVar[int] = 224
     DEPTHS: ClassVar[tuple[int, ...]] = (121, 161, 169, 201)
     KNOBS: ClassVar[tuple[str, ...]] = ("dataset", "num_classes", "stem", "dropout")
     NAME_RE: ClassVar[re.Pattern[str]] = re.compile(r"^DenseNet-(?P<depth>\d+)$")

@@ -43,6 +43,8 @@ class ResNetSpec:
     num_classes: int = 10
 
     KNOBS: ClassVar[tuple[str, ...]] = ("dataset", "num_classes", "stem")
+    #: the input size its costs are quoted at (its stem is fixed by the name)
+    default_image_size: ClassVar[int] = 32
     NAME_RE: ClassVar[re.Pattern[str]] = re.compile(r"^(?P<family>PreActResNet|LM-ResNet)-(?P<depth>\d+)$")
     HELP: ClassVar[str] = ("expected 'PreActResNet-<depth>' or 'LM-ResNet-<depth>' with depth = 6n + 2, "
                            "n >= 1, e.g. 'PreActResNet-110', 'LM-ResNet-56'")
