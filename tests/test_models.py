@@ -187,13 +187,54 @@ def test_dropout_after_each_conv_when_asked() -> None:
     assert n_drop == n_conv - 1  # every conv but the stem's
 
 
-def test_memory_efficient_gives_the_same_gradients() -> None:
+MEMORY_EFFICIENT_CASES = [
+    ("ERKNet-2x1 2x1 2x1", {}),
+    ("ERKNet-2x1 2x1 2x1-B", {"dropout": 0.2}),  # dropout inside the recomputed bottleneck
+    ("IRKNet-2x1 2x1 2x1", {}),
+    ("IRKNet-2x1 2x1 2x1-B", {}),
+    ("RKCNN-I-2_2_2", {"neck": 2, "u": 1}),
+    ("CliqueNet-T6-ABC", {"dropout": 0.2}),
+]
+
+
+@pytest.mark.parametrize(("name", "knobs"), MEMORY_EFFICIENT_CASES)
+def test_memory_efficient_trains_exactly_like_the_plain_model(name: str, knobs: dict) -> None:
+    """Same gradients, and the same running statistics after two steps: the recomputation in
+    the backward pass must not count a batch twice in any batch norm."""
     torch.manual_seed(0)
-    spec = parse("RKCNN-I-2_2_2", k=4, neck=2, u=1)
-    plain, efficient = build(spec), build(spec, memory_efficient=True)
+    plain = build(name, k=4, **knobs)
+    efficient = build(name, memory_efficient=True, k=4, **knobs)
     efficient.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 32, 32)
-    plain(x).sum().backward()
-    efficient(x).sum().backward()
-    for a, b in zip(plain.parameters(), efficient.parameters()):
-        assert torch.allclose(a.grad, b.grad, atol=1e-5)
+    for model in (plain, efficient):
+        torch.manual_seed(1)  # the same dropout masks
+        for _ in range(2):
+            model(x).sum().backward()
+    for (name_a, a), b in zip(plain.named_parameters(), efficient.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5), name_a
+    for key, value in plain.state_dict().items():
+        assert torch.equal(value, efficient.state_dict()[key]), key
+
+
+@pytest.mark.parametrize(("name", "knobs"), [
+    ("ERKNet-4x1 4x1 4x1", {}), ("ERKNet-4x1 4x1 4x1-B", {}), ("IRKNet-4x1 4x1 4x1", {}),
+    ("IRKNet-4x1 4x1 4x1-B", {}), ("RKCNN-I-4_4_4", {"neck": 2, "u": 1}), ("CliqueNet-T12-ABC", {}),
+])  # fmt: skip
+def test_memory_efficient_stores_less_for_backward(name: str, knobs: dict) -> None:
+    """Every form, with or without a bottleneck, keeps at most 85 % of the plain model's saved
+    activations at 4 stages per period (measured 0.54-0.81 at k=12; the saving grows with the
+    stages, as the concatenations do)."""
+
+    def saved_bytes(model: nn.Module) -> int:
+        storages: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(torch.randn(2, 3, 32, 32))
+        return sum(storages.values())
+
+    plain = saved_bytes(build(name, k=12, **knobs))
+    assert saved_bytes(build(name, memory_efficient=True, k=12, **knobs)) <= 0.85 * plain

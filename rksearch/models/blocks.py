@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import GrowthLayer, bn
+from .layers import GrowthLayer, bn, recomputed
 
 
 def _sum_groups(grown: torch.Tensor, stages: int) -> torch.Tensor:
@@ -57,12 +57,14 @@ class CliqueStep(nn.Module):
 
     With a bottleneck the mixing kernels are 1x1 with `width` outputs and each stage
     continues with BN-ReLU-3x3 (width -> k), whose conv is shared by the two phases.
+    ``memory_efficient`` recomputes each stage's concatenation and BN-ReLU in the backward
+    pass instead of storing them, as `GrowthLayer` does.
     """
 
     def __init__(self, channels: int, growth: int, stages: int, width: int | None,
-                 dropout: float = 0.0, **bn_kw: float) -> None:
+                 dropout: float = 0.0, memory_efficient: bool = False, **bn_kw: float) -> None:
         super().__init__()
-        self.stages, self.dropout = stages, dropout
+        self.stages, self.dropout, self.memory_efficient = stages, dropout, memory_efficient
         ks = 1 if width else 3
         mix_out = width or growth
         self.padding = ks // 2
@@ -89,7 +91,12 @@ class CliqueStep(nn.Module):
 
     def _stage(self, i: int, phase: int, sources: list[torch.Tensor], kernels: list[torch.Tensor]) -> torch.Tensor:
         norm = (self.bn_first if phase == 0 else self.bn_second)[i]
-        x = F.conv2d(F.relu(norm(torch.cat(sources, 1))), torch.cat(kernels, 1), padding=self.padding)
+
+        def activated(*parts: torch.Tensor) -> torch.Tensor:
+            return F.relu(norm(torch.cat(parts, 1)))
+
+        a = recomputed(activated, norm, *sources) if self.memory_efficient else activated(*sources)
+        x = F.conv2d(a, torch.cat(kernels, 1), padding=self.padding)
         x = F.dropout(x, self.dropout, self.training)
         if self.post_conv is not None:
             x = self.post_conv[i](F.relu(self.post_bn[i][phase](x)))

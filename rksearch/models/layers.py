@@ -6,6 +6,9 @@ follows each conv (the 2022 code's keep-probability 0.8 is ``dropout=0.2``).
 
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
+from typing import Callable, Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,8 +38,10 @@ class GrowthLayer(nn.Module):
     """One composite unit of a dense/RK block: [BN-ReLU-1x1 (-> width)] BN-ReLU-3x3 (-> out).
 
     Takes a *list* of feature maps and concatenates them itself, so that with
-    ``memory_efficient=True`` the concatenation and the bottleneck are recomputed in the
-    backward pass instead of being stored (the trick of torchvision's DenseNet).
+    ``memory_efficient=True`` the wide, cheap part of the layer is recomputed in the backward
+    pass instead of being stored (the trick of torchvision's DenseNet): the concatenation and
+    the bottleneck, or without a bottleneck the concatenation and the 3x3 unit's BN-ReLU, which
+    halves what such a layer keeps.  The 3x3 conv itself is never recomputed.
     """
 
     def __init__(self, in_ch: int, out_ch: int, width: int | None, dropout: float = 0.0, *,
@@ -46,17 +51,57 @@ class GrowthLayer(nn.Module):
         self.reduce = BNReLUConv(in_ch, width, 1, dropout, **kw) if width else None
         self.conv = BNReLUConv(width or in_ch, out_ch, 3, dropout, **kw)
         self.memory_efficient = memory_efficient
+        # modules of `conv` that run in the recomputed part: its BN and ReLU when no bottleneck
+        self._split = 0 if width else 2
 
     def _entry(self, *features: torch.Tensor) -> torch.Tensor:
         x = torch.cat(features, 1) if len(features) > 1 else features[0]
-        return self.reduce(x) if self.reduce is not None else x
+        if self.reduce is not None:
+            x = self.reduce(x)
+        for module in list(self.conv)[: self._split]:
+            x = module(x)
+        return x
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        if self.memory_efficient and torch.is_grad_enabled() and any(f.requires_grad for f in features):
-            x = checkpoint(self._entry, *features, use_reentrant=False)
-        else:
-            x = self._entry(*features)
-        return self.conv(x)
+        x = recomputed(self._entry, self, *features) if self.memory_efficient else self._entry(*features)
+        for module in list(self.conv)[self._split:]:
+            x = module(x)
+        return x
+
+
+def recomputed(fn: Callable[..., torch.Tensor], owner: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
+    """``fn(*inputs)`` with its intermediates recomputed in the backward pass, not stored.
+
+    Exact: the same gradients, and `owner`'s batch norms count each batch once (see
+    `running_stats_frozen`).  Without a backward to come (no grad, or inputs that need none)
+    it is a plain call.
+    """
+    if not (torch.is_grad_enabled() and any(x.requires_grad for x in inputs)):
+        return fn(*inputs)
+    return checkpoint(fn, *inputs, use_reentrant=False,
+                      context_fn=lambda: (nullcontext(), running_stats_frozen(owner)))
+
+
+@contextmanager
+def running_stats_frozen(module: nn.Module) -> Iterator[None]:
+    """Batch norms in `module` keep the running statistics they had on entry.
+
+    For the recomputation of a checkpointed part in the backward pass: it repeats the forward
+    exactly, and without this every BN in it would count the batch twice in its running mean,
+    variance and `num_batches_tracked`, so that a memory-efficient model would evaluate
+    differently from the same model trained without it.  (Switching `track_running_stats`
+    off instead would change what the recomputation saves for backward, which checkpoint
+    rejects.)
+    """
+    buffers = [b for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+               for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+    saved = [b.clone() for b in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(buffers, saved):
+                buffer.copy_(value)
 
 
 class ChannelAttention(nn.Module):

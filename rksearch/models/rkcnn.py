@@ -45,7 +45,7 @@ class RKCNN(nn.Module):
         if spec.form == "explicit":
             return ExplicitStep(c, k, s, m, width, spec.dropout, memory_efficient, **bn_kw)
         if spec.form == "clique":
-            return CliqueStep(c, k, s, width, spec.dropout, **bn_kw)
+            return CliqueStep(c, k, s, width, spec.dropout, memory_efficient, **bn_kw)
         return UpdateStep(c, k, s, m, width, spec.iterations[d], spec.solver == "jacobi",
                           spec.dropout, memory_efficient, **bn_kw)
 

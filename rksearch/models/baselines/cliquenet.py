@@ -106,13 +106,13 @@ class CliqueNetSpec:
         return canonical(self.name, k=self.growth, num_classes=self.num_classes, dropout=self.dropout)
 
     def build(self, memory_efficient: bool = False) -> "CliqueNet":
-        return CliqueNet(self)
+        return CliqueNet(self, memory_efficient)
 
 
 class CliqueNet(nn.Module):
     """CliqueNet (II+II: stage-II features both transited and fed to the head), CIFAR form."""
 
-    def __init__(self, spec: CliqueNetSpec) -> None:
+    def __init__(self, spec: CliqueNetSpec, memory_efficient: bool = False) -> None:
         super().__init__()
         self.spec = spec
         n, k = spec.layers_per_block, spec.growth
@@ -120,7 +120,7 @@ class CliqueNet(nn.Module):
         inputs = [STEM_CHANNELS, transit, transit]
         self.stem = make_stem("cifar", STEM_CHANNELS)
         self.blocks = nn.ModuleList(
-            CliqueStep(c, k, n, k if spec.bottleneck else None, spec.dropout) for c in inputs
+            CliqueStep(c, k, n, k if spec.bottleneck else None, spec.dropout, memory_efficient) for c in inputs
         )
         self.transitions = nn.ModuleList(
             Transition(transit, transit, spec.attention, spec.dropout) for _ in inputs[1:]
@@ -148,5 +148,5 @@ class CliqueNet(nn.Module):
 
 @register_family(CliqueNetSpec.FAMILY, CliqueNetSpec.matches, "CliqueNet-T12")
 def build_cliquenet(name: str, memory_efficient: bool = False, **knobs: Any) -> nn.Module:
-    """`memory_efficient` is accepted for a uniform interface; the clique block has no such path."""
+    """`memory_efficient`: the clique block recomputes its concatenations in the backward pass."""
     return CliqueNetSpec.parse(name, **knobs).build(memory_efficient)
