@@ -63,6 +63,23 @@ def test_densenet_bc_memory_efficient_path_gives_the_same_logits() -> None:
     assert torch.allclose(plain(x), checkpointed(x), atol=1e-5)
 
 
+@pytest.mark.parametrize("name, knobs, size", [("DenseNet-BC-16", {"k": 4}, 32), ("DenseNet-121", {}, 64)])
+def test_densenet_memory_efficient_training_matches_the_plain_model(name: str, knobs: dict, size: int) -> None:
+    """Gradients and BN running statistics after a step equal the plain model's (torchvision's
+    own memory-efficient DenseNet counts each batch twice in the recomputed BNs)."""
+    torch.manual_seed(0)
+    plain = build(name, **knobs)
+    efficient = build(name, memory_efficient=True, **knobs)
+    efficient.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, size, size)
+    for model in (plain, efficient):
+        model(x).sum().backward()
+    for a, b in zip(plain.parameters(), efficient.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-4)
+    for key, value in plain.state_dict().items():
+        assert torch.equal(value, efficient.state_dict()[key]), key
+
+
 def test_densenet_121_maps_a_224px_image_to_1000_logits() -> None:
     model = build("DenseNet-121", dataset="imagenet").eval()
     with torch.no_grad():

@@ -155,11 +155,9 @@ class ImageNetDenseNetSpec:
 
     def build(self, memory_efficient: bool = False) -> nn.Module:
         """torchvision's builder with weights=None: nothing is downloaded, its own initialisation."""
-        import torchvision  # here, not at module level: importing torchvision costs ~2 s per process
+        from .torchvision_densenet import densenet  # imports torchvision: only when built
 
-        factory = getattr(torchvision.models, f"densenet{self.depth}")
-        return factory(weights=None, num_classes=self.num_classes, drop_rate=self.dropout,
-                       memory_efficient=memory_efficient)
+        return densenet(self.depth, self.num_classes, self.dropout, memory_efficient)
 
 
 @register_family(DenseNetBCSpec.FAMILY, DenseNetBCSpec.matches, "DenseNet-BC-100")
