@@ -36,7 +36,7 @@ from . import progress
 from .space import PlannedTrial, Planner
 from .store import Store, StoreCallback, TrialInfo, open_store
 from .study import Choice, Continuous, IntRange, Study
-from .trainable import planner_for, train_planned
+from .trainable import planned_trial, train_planned
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,7 @@ class Describe:
         self.study_json = study_json
 
     def __call__(self, config: dict[str, Any]) -> TrialInfo:
-        spec = config["trial"]
-        return planner_for(self.study_json).resolve(spec["assignment"], spec["seed"]).info()
+        return planned_trial(self.study_json, config).info()
 
 
 # ---- Optuna ----------------------------------------------------------------------------------
@@ -104,6 +103,7 @@ class PlannedSearcher(Searcher):
 
     def suggest(self, trial_id: str) -> dict | None:
         seed = self.planner.study.seeds[0]
+        busy = {key for _, key in self.running.values()}
         for attempt in range(MAX_REDRAWS):
             inner_id = f"{trial_id}-{attempt}"
             params = self.inner.suggest(inner_id)
@@ -111,7 +111,6 @@ class PlannedSearcher(Searcher):
                 return params
             assignment = decode(self.planner, params)
             trial = self.planner.resolve(assignment, seed)
-            busy = {key for _, key in self.running.values()}
             if not trial.runnable:
                 self.record_skip(trial)
                 self.inner.on_trial_complete(inner_id, error=True)
@@ -244,8 +243,9 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
         todo = [t for t in planned if settle(t)]
         if not todo:
             return StudyRun(study_id, len(planned), 0, counts["skipped"], counts["reused"], already, False, 0.0)
+        left = _latest_checkpoints(root) if any(t.key in statuses for t in todo) else {}
         entries = [{"assignment": t.assignment, "seed": t.seed,
-                    "resume_from": _latest_checkpoint(root, t.key) if t.key in statuses else None}
+                    "resume_from": left.get(t.key[:16]) if t.key in statuses else None}
                    for t in todo]
         param_space = {"trial": tune.grid_search(entries)}
         searcher, num_samples, total = None, 1, len(todo)
@@ -332,18 +332,18 @@ class _TrialName:
         self.study_json, self.unique = study_json, unique
 
     def __call__(self, trial: Any) -> str:
-        spec = trial.config["trial"]
-        planned = planner_for(self.study_json).resolve(spec["assignment"], spec["seed"])
-        short = "".join(c if c.isalnum() or c in "-_" else "_" for c in planned.model_name)[:40]
+        planned = planned_trial(self.study_json, trial.config)
         if self.unique:
             return f"{planned.key[:16]}_{trial.trial_id}"
+        short = "".join(c if c.isalnum() or c in "-_" else "_" for c in planned.model_name)[:40]
         return f"{short}_s{planned.seed}_{planned.key[:8]}"
 
 
-def _latest_checkpoint(root: Path, key: str) -> str | None:
-    """Newest checkpoint an earlier run of this study wrote for trial `key` (None if none)."""
-    found = sorted(root.glob(f"run-*/{key[:16]}_*/checkpoint_*/checkpoint.pt"), key=lambda p: p.stat().st_mtime)
-    return str(found[-1].parent) if found else None
+def _latest_checkpoints(root: Path) -> dict[str, str]:
+    """Per trial key prefix (a trial directory's name, see `_TrialName`): the newest checkpoint
+    directory earlier runs of this study left under `root`; one walk for all trials."""
+    found = sorted(root.glob("run-*/*_*/checkpoint_*/checkpoint.pt"), key=lambda p: p.stat().st_mtime)
+    return {p.parent.parent.name.split("_", 1)[0]: str(p.parent) for p in found}  # newest last: wins
 
 
 def _max_epochs(study: Study) -> int:

@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dry_run:
             planner = Planner(study)
             trials = planner.plan() if study.search.algorithm in ("grid", "random") else [
-                planner.resolve(a, study.seeds[0]) for a in planner.sample(study.search.num_samples or 1, study.search.seed)]
+                planner.resolve(a, study.seeds[0]) for a in planner.points()]
             if study.search.algorithm not in ("grid", "random"):
                 print(f"{study.search.algorithm}: {study.search.num_samples} trials chosen by Optuna while the "
                       "study runs; a random sample of the space, priced:")
@@ -68,10 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = run_study(study, text, storage_url=url, storage_path=args.storage_path,
                         address=args.address or os.environ.get("RAY_ADDRESS"), resume=args.resume,
                         preflight=not args.no_preflight)
-        from .store import open_store
+        from .store.db import redact
 
         print()
-        print(progress.summary(url, open_store(url).display_url, study.name,
+        print(progress.summary(url, redact(url), study.name,
                                cost="params" if study.search.cost == "params" else "flops"))
         print(f"\n{run.trained} trained, {run.skipped} skipped, {run.reused} reused, "
               f"{run.already_done} done before; {time.strftime('%H:%M:%S', time.gmtime(run.seconds))} wall")

@@ -21,10 +21,10 @@ from functools import cached_property
 from typing import Any, Iterator
 
 from . import cost as costs
-from .data import CLASSES, DataConfig, stem_for
+from .data import CLASSES, stem_for
 from .models import ArchSpec, SpecError, is_rkcnn_name, parse
 from .models import baselines
-from .study import ARCH_FIELDS, PER_PERIOD_FIELDS, TRAIN_FIELDS, Choice, Continuous, IntRange, Study
+from .study import PER_PERIOD_FIELDS, TRAIN_FIELDS, Choice, Continuous, IntRange, Study
 from .train import TrialConfig
 
 #: what an unset architecture field means (rkcnn.md; the ICLR models' k=12 CIFAR default)

@@ -271,15 +271,9 @@ class Study(_Strict):
                              "(or use algorithm random/tpe/multi_objective)")
         if self.scheduler.type == "asha" and self.search.algorithm == "multi_objective":
             raise ValueError("scheduler: asha stops trials on one metric; it cannot drive a multi_objective search")
-        if self.search.algorithm == "multi_objective" and len(self.seeds) > 1:
-            raise ValueError("seeds: Optuna searches train each point once; give one seed")
-        if self.search.algorithm == "tpe" and len(self.seeds) > 1:
+        if self.search.algorithm in ("tpe", "multi_objective") and len(self.seeds) > 1:
             raise ValueError("seeds: Optuna searches train each point once; give one seed")
         return self
-
-    @property
-    def dimensions(self) -> list[str]:
-        return list(self.space)
 
 
 # ---- loading ----------------------------------------------------------------------------------
@@ -333,9 +327,8 @@ def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> None:
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             child = path + (key.value,)
-            lines[child] = key.start_mark.line + 1
             _walk(value, child, lines)
-            lines[child] = key.start_mark.line + 1
+            lines[child] = key.start_mark.line + 1  # the key's line, not its value's
     elif isinstance(node, yaml.SequenceNode):
         for i, value in enumerate(node.value):
             _walk(value, path + (i,), lines)

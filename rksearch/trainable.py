@@ -16,7 +16,7 @@ import ray
 from ray import tune
 
 from .checkpoint import load as load_checkpoint
-from .space import Planner
+from .space import PlannedTrial, Planner
 from .study import Study
 from .train import run_trial
 
@@ -27,10 +27,16 @@ def planner_for(study_json: str) -> Planner:
     return Planner(Study.model_validate_json(study_json))
 
 
+def planned_trial(study_json: str, config: dict[str, Any]) -> PlannedTrial:
+    """The trial a Tune config names: its ``config["trial"]`` resolved by the study's planner."""
+    spec = config["trial"]
+    return planner_for(study_json).resolve(spec["assignment"], spec["seed"])
+
+
 def train_planned(config: dict[str, Any], study_json: str) -> None:
     """Tune trainable: train the trial `config["trial"]` names, one `tune.report` per epoch."""
     spec = config["trial"]
-    trial = planner_for(study_json).resolve(spec["assignment"], spec["seed"])
+    trial = planned_trial(study_json, config)
     # node_id: which Ray node ran each epoch (node_ip is the same for every node on one host)
     extra = {"trial_key": trial.key, "model_name": trial.model_name,
              "params": trial.cost.params, "flops": trial.cost.flops,
