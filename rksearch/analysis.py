@@ -179,9 +179,10 @@ def model_labels(rows: pd.DataFrame, dims: Sequence[str]) -> pd.Series:
         if len(same) < 2:
             continue
         varying = [d for d in dims if d in same.columns and len({level_text(v) for v in same[d]}) > 1]
+        if not varying:
+            continue
         for index, row in same.iterrows():
-            if varying:
-                labels[index] = f"{row['model_name']} ({', '.join(f'{d}={level_text(row[d])}' for d in varying)})"
+            labels[index] = f"{row['model_name']} ({', '.join(f'{d}={level_text(row[d])}' for d in varying)})"
     return labels
 
 
@@ -442,7 +443,7 @@ def ablation_markdown(stats: pd.DataFrame, percent: bool = True, digits: int = 2
     scale = 100.0 if percent else 1.0
     unit = " (%)" if percent else ""
     diff_unit = " (pp)" if percent else ""
-    ci_head = f"{100 * stats.attrs.get('confidence', 0.95):g}% CI"
+    ci_head = f"{confidence_label(stats)} CI"
     head = ["factor", "level", "seeds", f"mean{unit}", ci_head, f"diff vs base{diff_unit}", ci_head, "excludes 0"]
     lines = [_md_row(head), _md_rule(["---", "---", "---:", "---:", "---", "---:", "---", "---"])]
     flagged = False
@@ -472,6 +473,11 @@ def _fmt_ci(low: float, high: float, scale: float, digits: int) -> str:
     if math.isnan(low):
         return "n<2: none"
     return f"[{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
+
+
+def confidence_label(stats: pd.DataFrame) -> str:
+    """The confidence level `ablation` recorded in the stats' attrs, as text ('95%')."""
+    return f"{100 * stats.attrs.get('confidence', 0.95):g}%"
 
 
 def level_text(level: Any) -> str:

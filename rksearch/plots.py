@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from rksearch.analysis import FAMILIES, families, ordered_groups, replicates
+from rksearch.analysis import FAMILIES, completed, confidence_label, families, ordered_groups, replicates
 from rksearch.analysis import level_text as label
 from rksearch.pareto import minimises, pareto
 
@@ -67,6 +66,16 @@ def _groups(df: pd.DataFrame, by: str | None) -> pd.Series:
     if by not in df.columns:
         raise KeyError(f"cannot colour by {by!r}: the study has no such column")
     return df[by].map(label).astype(object)
+
+
+def _finish(ax: Axes, x_label: str, y_label: str, by: str | None, title: str | None) -> None:
+    """Axis labels, grid, the legend titled by the grouping column, and the title if any."""
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.grid(True, alpha=0.3)
+    ax.legend(title=by or "family", fontsize=8)
+    if title:
+        ax.set_title(title)
 
 
 def _scale(ax: Axes, which: str, log: bool) -> None:
@@ -219,12 +228,7 @@ def curves(
         seen.add(group)
     _scale(ax, "y", bool(log))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(y_label)
-    ax.grid(True, alpha=0.3)
-    ax.legend(title=by or "family", fontsize=8)
-    if title:
-        ax.set_title(title)
+    _finish(ax, "epoch", y_label, by, title)
     return fig
 
 
@@ -244,8 +248,7 @@ def pareto_plot(
     of `x` (minimised) against `y` (direction from its name, see `pareto.minimises`) as a
     staircase, and the front's trials named.  `log` (default True) is for the x axis.
     """
-    done = df[df["status"] == "completed"] if "status" in df.columns else df
-    done = done.dropna(subset=[x, y])
+    done = completed(df).dropna(subset=[x, y])
     if done.empty:
         raise ValueError("no completed trial to plot")
     x_label, x_unit = axis(x)
@@ -269,12 +272,7 @@ def pareto_plot(
         ax.annotate(str(point["model_name"]), (point["px"], point[py]), xytext=(4, 3 if minimises(y) else -9),
                     textcoords="offset points", fontsize=7)  # fmt: skip
     _scale(ax, "x", True if log is None else log)
-    ax.set_xlabel(x_label)
-    ax.set_ylabel(y_label)
-    ax.grid(True, alpha=0.3)
-    ax.legend(title=by or "family", fontsize=8)
-    if title:
-        ax.set_title(title)
+    _finish(ax, x_label, y_label, by, title)
     return fig
 
 
@@ -317,18 +315,13 @@ def ablation_chart(stats: pd.DataFrame, *, percent: bool = True, title: str | No
     ax.set_yticks(position, ticks)
     ax.set_ylim(-0.7, len(effects) - 0.3)
     metric_unit = "points" if percent else "difference"
-    confidence = _confidence_label(stats)
+    confidence = confidence_label(stats)
     ax.set_xlabel(f"paired difference vs base ({metric_unit}), {confidence} bootstrap CI over seeds")
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     if title:
         ax.set_title(title)
     return fig
-
-
-def _confidence_label(stats: pd.DataFrame) -> str:
-    """The stats' confidence level as text ('95%'), as `analysis.ablation` records it."""
-    return f"{100 * stats.attrs.get('confidence', 0.95):g}%"
 
 
 __all__ = [
