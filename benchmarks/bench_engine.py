@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 
 from rksearch.space import Planner
 from rksearch.study import loads
@@ -49,10 +48,9 @@ def study_text(epochs: int, trials: int, concurrency: int) -> str:
 
 
 def _train(config: dict) -> float:
-    """One plain trial in a pool worker: torch limited to one thread, as the study's trials are."""
+    """One plain trial in a pool worker (one torch thread: the config's `runtime.threads`)."""
     from rksearch.train import run_trial
 
-    torch.set_num_threads(1)
     started = time.monotonic()
     run_trial(config)
     return time.monotonic() - started

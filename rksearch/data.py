@@ -18,6 +18,7 @@ very same parsing code.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
+
+from .models.naming import DATASETS
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 #: classes of the fixed data sets (synthetic: `num_classes`; imagenet: its class folders)
-CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "digits": 10}
+CLASSES = {name: classes for name, (_, classes) in DATASETS.items() if name != "imagenet"}
 #: the digits data set has no official test split: a fixed one, the same for every trial
 DIGITS_TEST_SIZE, DIGITS_SPLIT_SEED = 360, 20240
 #: padding of the flip + random-crop augmentation (4 px on 32 px, as the 2022 RKCNN code)
@@ -388,7 +391,9 @@ def _load_folder(cfg: DataConfig, seed: int, device: torch.device) -> TrialData:
     train = readers.ImageFolder(folder / "train", transform=train_tf)
     if cfg.validation == "holdout":
         keep, held = _holdout(len(train), cfg.holdout_fraction, cfg.split_seed)
-        val: Dataset = Subset(readers.ImageFolder(folder / "train", transform=eval_tf), held.tolist())
+        held_out = copy.copy(train)  # the same file list, not a second walk of the tree
+        held_out.transform = eval_tf
+        val: Dataset = Subset(held_out, held.tolist())
         train_set: Dataset = Subset(train, keep.tolist())
     else:
         val_folder = readers.ImageFolder(folder / "val", transform=eval_tf)

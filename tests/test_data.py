@@ -149,6 +149,20 @@ def test_imagenet_folder_tree(tmp_path: Path) -> None:
     torch.testing.assert_close(red * 255, torch.tensor([0.0, 100.0, 140.0]), atol=0.5, rtol=0)
 
 
+def test_imagenet_holdout_validates_on_train_images_with_the_eval_transform(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "imagenet", {"train": {"cat": 3, "dog": 2}, "val": {"cat": 1}})
+    cfg = DataConfig(dataset="imagenet", root=tmp_path, image_size=16, num_workers=0, eval_batch_size=8,
+                     validation="holdout", holdout_fraction=0.4)
+    data = load(cfg, seed=0)
+    assert (data.train.num_samples, data.val.num_samples) == (3, 2)
+    images, _ = _validation(cfg)
+    # the centre crop of uniform images, identical on every read (no random crop, no flip)
+    torch.testing.assert_close(images, _validation(cfg)[0])
+    mean, std = NORMALISATION["imagenet"]
+    red = (images[:, 0].mean((1, 2)) * std[0] + mean[0]) * 255
+    assert set(red.round().tolist()) <= {0.0, 40.0, 80.0, 100.0, 140.0}
+
+
 def test_holdout_is_seeded_disjoint_and_covers_train(tmp_path: Path) -> None:
     write_cifar10(tmp_path, per_batch=10, test=2)
 
