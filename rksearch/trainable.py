@@ -7,6 +7,7 @@ progress view) would add seconds to each worker's start for nothing a trial uses
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -15,10 +16,12 @@ from typing import Any
 import ray
 from ray import tune
 
-from .checkpoint import load as load_checkpoint
+from .checkpoint import first_loadable
 from .space import PlannedTrial, Planner
 from .study import Study
 from .train import run_trial
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=4)
@@ -34,27 +37,49 @@ def planned_trial(study_json: str, config: dict[str, Any]) -> PlannedTrial:
 
 
 def train_planned(config: dict[str, Any], study_json: str) -> None:
-    """Tune trainable: train the trial `config["trial"]` names, one `tune.report` per epoch."""
+    """Tune trainable: train the trial `config["trial"]` names, one `tune.report` per epoch.
+
+    It goes on from the newest checkpoint that loads: on a Tune retry the ones Tune kept in this
+    run, then those earlier runs left (``resume_candidates``, newest first, chosen by the driver);
+    with none, from epoch 0.  An unreadable one is passed over with a warning saying why and
+    what the trial resumes from instead, so a damaged file costs epochs, never the trial.
+    """
     spec = config["trial"]
     trial = planned_trial(study_json, config)
     # node_id: which Ray node ran each epoch (node_ip is the same for every node on one host)
     extra = {"trial_key": trial.key, "model_name": trial.model_name,
              "params": trial.cost.params, "flops": trial.cost.flops,
              "node_id": ray.get_runtime_context().get_node_id()}
+    # Tune retrying this trial after a worker died: the checkpoints it kept in this run come first
+    retry = tune.get_checkpoint()
+    this_run = _kept_by_tune(Path(retry.path)) if retry is not None else []
+    earlier = [Path(d) for d in spec.get("resume_candidates", [])]  # left by earlier runs, newest first
+    found = first_loadable(this_run + earlier)
+    note = found.note()
+    if note:
+        log.warning("trial %s (%s): %s", trial.model_name, trial.key[:8], note)
+    resume_from = found.directory
+    if found.state is not None and resume_from in earlier:
+        # A worker saves an epoch's checkpoint before the driver records that epoch, so the
+        # driver that died may never have stored it (nor, for a last epoch, how the trial
+        # ended): report it again (epochs are upserted, a repeat is harmless).
+        tune.report({**found.state["metrics"], **extra})
+    del found  # run_trial loads the checkpoint itself; the model's tensors need not stay twice
     with tempfile.TemporaryDirectory(prefix="rksearch-trial-") as work:
-        resume_from = None
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is not None:  # Tune retrying this trial after a worker died
-            resume_from = Path(checkpoint.to_directory(str(Path(work) / "resume")))
-        elif spec.get("resume_from"):  # an earlier run of the study left this checkpoint
-            resume_from = Path(spec["resume_from"])
-            # A worker saves an epoch's checkpoint before the driver records that epoch, so the
-            # driver that died may never have stored it (nor, for a last epoch, how the trial
-            # ended): report it again (epochs are upserted, a repeat is harmless).
-            tune.report({**load_checkpoint(resume_from)["metrics"], **extra})
-
         def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
             saved = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
             tune.report({**metrics, **extra}, checkpoint=saved)
 
         run_trial(trial.config, report, checkpoint_dir=Path(work) / "checkpoint", resume_from=resume_from)
+
+
+def _kept_by_tune(newest: Path) -> list[Path]:
+    """`newest` (the checkpoint `tune.get_checkpoint` hands a retried trial) and the older ones
+    Tune still keeps beside it in the trial's directory, newest first: when the newest does not
+    load, the retry falls back to the next instead of failing on the same file again.
+
+    The study's storage is a local (or shared) directory (`engine.run_study`), so the
+    checkpoints are read where Tune keeps them.
+    """
+    older = sorted((d for d in newest.parent.glob("checkpoint_*") if d.name < newest.name), reverse=True)
+    return [newest, *older]
