@@ -7,6 +7,10 @@ dimensions split into ``stages.1``, ``stages.2``, ... (1-based, as periods are i
 everything that changes the result (so identical trials are recognised across spellings and
 studies).  Resolution is pure and cheap (closed-form costs), so the driver prices a whole grid
 before anything trains and workers re-derive the same trial from the assignment alone.
+
+A trial is not runnable (it carries a `problem`) when its architecture is invalid, it is over a
+params/FLOPs budget, or the memory it needs to train (`cost.training_memory` at its batch size)
+is more than one trial may use (`memory_limit`).
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import random
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Iterator
+
+import torch
 
 from . import cost as costs
 from .data import CLASSES, stem_for
@@ -45,7 +52,8 @@ class PlannedTrial:
     seed: int
     config: dict[str, Any] = field(repr=False)
     cost: costs.Cost | None = None
-    problem: str | None = None  # why it cannot run (invalid architecture or over budget)
+    memory: costs.Memory | None = None  # to train at the trial's batch size (an estimate)
+    problem: str | None = None  # why it cannot run (invalid architecture, over budget or over memory)
 
     @property
     def runnable(self) -> bool:
@@ -61,11 +69,88 @@ class PlannedTrial:
                          flops=c and c.flops, macs=c and c.macs, seed=self.seed)
 
 
-class Planner:
-    """Everything about a study's trials that does not need Ray: enumerate, sample, resolve, price."""
+@dataclass(frozen=True)
+class Node:
+    """What one machine offers the trials placed on it; it sets the default memory limit of a trial."""
 
-    def __init__(self, study: Study) -> None:
+    memory: int  # bytes
+    cpus: float
+    gpus: float = 0
+
+    @classmethod
+    def this_machine(cls) -> Node:
+        """This machine's physical memory, the CPUs this process may use and its CUDA devices."""
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return cls(memory=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), cpus=cpus,
+                   gpus=torch.cuda.device_count())
+
+    @classmethod
+    def largest_ray_node(cls, nodes: list[dict[str, Any]]) -> Node:
+        """The live node with the most memory, from `ray.nodes()` (Ray's `memory` resource: what
+        tasks may use, the object store left out), so that a trial that fits it is not skipped."""
+        live = [n["Resources"] for n in nodes if n.get("Alive")]
+        if not live:
+            raise ValueError("no live Ray node")
+        biggest = max(live, key=lambda r: r.get("memory", 0))
+        return cls(memory=int(biggest.get("memory", 0)), cpus=biggest.get("CPU", 0), gpus=biggest.get("GPU", 0))
+
+
+@dataclass(frozen=True)
+class MemoryLimit:
+    """The memory one trial may use to train, and where that figure comes from (said in skip reasons)."""
+
+    bytes: int
+    source: str
+
+
+def trials_at_once(study: Study, node: Node) -> int:
+    """How many of the study's trials run on `node` together: what its CPUs, its GPUs (for GPU
+    trials) and ``search.max_concurrent`` allow; at least 1."""
+    res = study.resources
+    room = [math.floor(node.cpus / res.cpu + 1e-9)]  # 0.3 CPU a trial on 0.9 CPUs: 3 trials, not 2.9999
+    if res.gpu > 0:
+        room.append(math.floor(node.gpus / res.gpu + 1e-9))
+    if study.search.max_concurrent is not None:
+        room.append(study.search.max_concurrent)
+    return max(1, min(room))
+
+
+def memory_per_trial(study: Study, node: Node) -> MemoryLimit:
+    """`node`'s memory shared evenly by the trials running on it at once."""
+    n = trials_at_once(study, node)
+    return MemoryLimit(node.memory // n, f"node memory {costs.human_bytes(node.memory)} / "
+                                         f"{n} trial{'s' if n > 1 else ''} at once")
+
+
+def memory_limit(study: Study, node: Node | None = None) -> MemoryLimit | None:
+    """What a trial's training memory must fit in: ``budgets.max_memory`` when set, else
+    ``resources.memory``, else its share of `node` (`memory_per_trial`).
+
+    The node's share applies to CPU trials only: a GPU trial keeps its activations in GPU memory,
+    which neither Ray nor the driver knows before the trial runs (and a fractional ``gpu`` shares
+    compute, not a fixed slice of memory), so GPU trials are checked only against an explicit
+    figure.  None: no check.
+    """
+    if study.budgets.max_memory is not None:
+        return MemoryLimit(study.budgets.max_memory, "budgets.max_memory")
+    if study.resources.memory is not None:
+        return MemoryLimit(study.resources.memory, "resources.memory")
+    if node is None or study.resources.gpu > 0:
+        return None
+    return memory_per_trial(study, node)
+
+
+class Planner:
+    """Everything about a study's trials that does not need Ray: enumerate, sample, resolve, price.
+
+    `node`: the machine trials run on (`Node.this_machine()` for a dry run, Ray's largest node
+    for a study), which sets the memory limit when the study gives none (`memory_limit`);
+    without it only the study's own figures are checked.
+    """
+
+    def __init__(self, study: Study, node: Node | None = None) -> None:
         self.study = study
+        self.memory_limit = memory_limit(study, node)
 
     # ---- the points of the space -------------------------------------------------------------
     @cached_property
@@ -125,12 +210,16 @@ class Planner:
         except (SpecError, ValueError) as exc:
             label = arch.get("name") or "RKCNN (" + ", ".join(f"{k}={v}" for k, v in assignment.items()) + ")"
             key = _hash({"invalid": assignment, "seed": seed})
-            return PlannedTrial(key, str(label), str(label), assignment, seed, {}, None,
-                                f"invalid architecture: {_first_line(exc)}")
-        cost = costs.count(spec, self.image_size) if spec is not None else costs.count(
-            model_name, self.image_size, **knobs)
+            return PlannedTrial(key, str(label), str(label), assignment, seed, {},
+                                problem=f"invalid architecture: {_first_line(exc)}")
+        model = spec if spec is not None else model_name
+        cost = costs.count(model, self.image_size, **knobs)
+        batch = config["data"]["batch_size"]
+        memory = costs.training_memory(model, batch, self.image_size, momentum=config["optim"]["momentum"] > 0,
+                                       **knobs)
         key = _hash(_identity(config))
-        return PlannedTrial(key, model_name, canonical, assignment, seed, config, cost, self._over_budget(cost))
+        return PlannedTrial(key, model_name, canonical, assignment, seed, config, cost, memory,
+                            self._over_budget(cost) or self._over_memory(memory, batch))
 
     @property
     def image_size(self) -> int:
@@ -223,6 +312,17 @@ class Planner:
             return f"over budget: {cost.flops:,} FLOPs > max_flops {b.max_flops:,}"
         return None
 
+    def _over_memory(self, memory: costs.Memory, batch: int) -> str | None:
+        limit = self.memory_limit
+        if limit is None or memory.total <= limit.bytes:
+            return None
+        settings = ("budgets.max_memory" if limit.source == "budgets.max_memory"
+                    else "budgets.max_memory or resources.memory")
+        size = self.image_size
+        return (f"over memory: needs ~{costs.human_bytes(memory.total)} to train (batch {batch}, {size}x{size}), "
+                f"more than the {costs.human_bytes(limit.bytes)} one trial may use ({limit.source}); "
+                f"set {settings} to change this")
+
 
 # ---- helpers -------------------------------------------------------------------------------------
 
@@ -262,12 +362,15 @@ def _first_line(exc: Exception) -> str:
 
 
 def describe(trials: list[PlannedTrial]) -> Iterator[str]:
-    """Lines of a dry-run table: model, searched values, params, FLOPs, what will happen."""
+    """Lines of a dry-run table: model, searched values, params, FLOPs, memory to train, what will happen."""
     rows = [(t.model_name, " ".join(f"{k}={v}" for k, v in t.assignment.items())) for t in trials]
     name_w = max([len(n) for n, _ in rows] + [5])
     dims_w = max([len(d) for _, d in rows] + [6])
-    yield f"{'#':>4}  {'model':<{name_w}}  {'values':<{dims_w}}  {'seed':>4}  {'params':>9}  {'GFLOPs':>8}  plan"
+    yield (f"{'#':>4}  {'model':<{name_w}}  {'values':<{dims_w}}  {'seed':>4}  {'params':>9}  {'GFLOPs':>8}  "
+           f"{'memory':>6}  plan")
     for i, (t, (name, dims)) in enumerate(zip(trials, rows), 1):
         params = f"{t.cost.params / 1e6:.3f}M" if t.cost else "-"
         flops = f"{t.cost.flops / 1e9:.3f}" if t.cost else "-"
-        yield f"{i:>4}  {name:<{name_w}}  {dims:<{dims_w}}  {t.seed:>4}  {params:>9}  {flops:>8}  {t.problem or 'train'}"
+        memory = costs.human_bytes(t.memory.total, compact=True) if t.memory else "-"
+        yield (f"{i:>4}  {name:<{name_w}}  {dims:<{dims_w}}  {t.seed:>4}  {params:>9}  {flops:>8}  {memory:>6}  "
+               f"{t.problem or 'train'}")

@@ -1,4 +1,5 @@
-"""Costs: the paper's worked example, closed form vs traced count, and the CLI."""
+"""Costs: the paper's worked example, closed form vs traced count, training memory vs what
+autograd and SGD really hold, and the CLI."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import json
 import random
 import subprocess
 import sys
+import weakref
 
 import pytest
 import torch
+from torch import nn
 
-from rksearch.cost import Cost, closed_form, count, main, trace
+from rksearch.cost import Cost, Memory, closed_form, count, human_bytes, main, trace, training_memory
 from rksearch.models import build, parse
 
 from specgen import random_spec
@@ -132,3 +135,136 @@ def test_cli_bad_input_exits_2_with_one_line(args: list[str], fragment: str) -> 
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ---- training memory ---------------------------------------------------------------------------
+
+def saved_activation_bytes(model: nn.Module, batch: int, image_size: int) -> int:
+    """What autograd keeps for backward once a training-mode forward of a random batch ends:
+    each distinct storage once (as benchmarks/bench_memory.py counts), only those still held
+    (what a dropped branch saved is freed in the forward), the model's weights and buffers left
+    out (`Memory.parameters` holds those)."""
+    saved: list[weakref.ref[torch.Tensor]] = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        alias = tensor.detach()  # the tensor itself would form a cycle with its graph node: nothing freed
+        saved.append(weakref.ref(alias))
+        return alias
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        output = model.train()(torch.randn(batch, 3, image_size, image_size))
+    own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    held = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in (ref() for ref in saved)
+            if t is not None}
+    del output
+    return sum(nbytes for pointer, nbytes in held.items() if pointer not in own)
+
+
+#: every form and naming style, with and without bottleneck (B), attention (A), multiscale,
+#: m > 1, dropout, the ImageNet stem, and one-stage update steps (whose updater reads y alone and
+#: overwrites stage I and its own earlier iterations, so that the forward frees what those saved)
+MEMORY_MODELS = [
+    ("ERKNet-2x1 2x1 2x1", dict(k=4)),
+    ("ERKNet-2x2 1x1 2x1-AB", dict(k=4, m=2)),
+    ("ERKNet-2x1 1x1 1x1 1x1", dict(k=4, dataset="imagenet")),
+    ("IRKNet-3x1 2x1 2x1", dict(k=4, multiscale=False)),
+    ("IRKNet-2x1 3x1 2x1-AB", dict(k=4, dropout=0.2)),
+    ("RKCNN-E-2_1_2", dict(k=4, attention=True)),
+    ("RKCNN-I-1_2_3", dict(k=4, u=2, neck=2)),
+    ("RKCNN-R-1_1_2", dict(k=4, m=2, u=(3, 1, 2), dropout=0.2)),
+    ("RKCNN-R-2_2_1", dict(k=4, u=(1, 2, 1), dropout=0.2, multiscale=False)),
+]
+
+
+@pytest.mark.parametrize("name, knobs", MEMORY_MODELS, ids=[name for name, _ in MEMORY_MODELS])
+def test_closed_form_activations_equal_what_autograd_saves(name: str, knobs: dict) -> None:
+    """Exact, to the byte, at two batch sizes (so both the per-image and the per-batch parts are
+    right).  CPU float32: there a dropout mask is a float per value (CUDA's fused dropout keeps a
+    byte, so on a GPU the estimate is that much above)."""
+    spec = parse(name, **knobs)
+    size = 64 if spec.stem == "imagenet" else 32
+    model = build(spec)
+    for batch in (1, 3):
+        assert training_memory(spec, batch, size).activations == saved_activation_bytes(model, batch, size)
+
+
+def test_closed_form_activations_equal_what_autograd_saves_for_random_specs() -> None:
+    rng = random.Random(1802)
+    for _ in range(100):
+        spec = random_spec(rng)
+        size, batch = (64 if spec.stem == "imagenet" else 32), rng.randint(1, 3)
+        assert training_memory(spec, batch, size).activations == saved_activation_bytes(build(spec), batch, size), \
+            spec.canonical
+
+
+def test_weights_gradients_and_momentum_equal_a_real_sgd_step() -> None:
+    """After one step of train.py's optimiser (SGD, Nesterov momentum): the model's tensors, its
+    gradients and SGD's state hold exactly what the estimate says; without momentum SGD keeps none.
+    (RKCNN-R-2_1_1's one-stage periods overwrite stage I unread: its weights get no gradient.)"""
+    for name, knobs in (("IRKNet-2x1 2x1 2x1-AB", dict(k=4)), ("RKCNN-R-2_1_1", dict(k=4, u=2)),
+                        ("ERKNet-2x1 1x1 2x1-AB", dict(k=4, m=2, dropout=0.2)), ("DenseNet-BC-40", dict(k=4))):
+        for momentum in (0.9, 0.0):
+            model = build(name, **knobs)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum, nesterov=momentum > 0,
+                                        weight_decay=1e-4)
+            model(torch.randn(2, 3, 32, 32)).sum().backward()
+            optimizer.step()
+            estimate = training_memory(name, 2, 32, momentum=momentum > 0, **knobs)
+            assert estimate.parameters == sum(t.nbytes for t in model.state_dict().values())
+            assert estimate.gradients == sum(p.grad.nbytes for p in model.parameters() if p.grad is not None)
+            buffers = [s["momentum_buffer"] for s in optimizer.state.values() if s.get("momentum_buffer") is not None]
+            assert estimate.optimizer == sum(b.nbytes for b in buffers) == (estimate.gradients if momentum else 0)
+            assert estimate.total == (estimate.parameters + estimate.gradients + estimate.optimizer
+                                      + estimate.activations)
+
+
+@pytest.mark.parametrize("name, knobs", [("DenseNet-BC-40", dict(k=4)), ("CliqueNet-T12-ABC", dict(k=4)),
+                                         ("PreActResNet-20", {}), ("LM-ResNet-20", {})])
+def test_baselines_are_traced_on_the_meta_device_exactly(name: str, knobs: dict) -> None:
+    """A baseline has no closed form: its estimate is one forward on meta tensors, which must
+    save what the real model saves."""
+    assert training_memory(name, 3, 32, **knobs).activations == saved_activation_bytes(build(name, **knobs), 3, 32)
+
+
+def test_memory_efficient_models_save_less_than_the_estimate() -> None:
+    """The estimate is for plain models; with recomputation (runtime.memory_efficient) autograd
+    saves less, so there it is an upper bound.  (Checkpointing also holds each recomputed part's
+    inputs, which the hooks do not see: the stage outputs, fewer bytes than the concatenations
+    and BN inputs it no longer keeps.)"""
+    for name, knobs in (("ERKNet-3x1 3x1 3x1", {}), ("IRKNet-3x1 3x1 3x1-B", {}), ("RKCNN-I-3_3_3", dict(u=1))):
+        spec = parse(name, k=8, **knobs)
+        estimate = training_memory(spec, 4).activations
+        assert saved_activation_bytes(build(spec, memory_efficient=True), 4, 32) < estimate
+        assert saved_activation_bytes(build(spec), 4, 32) == estimate
+
+
+def test_memory_grows_with_the_batch_and_the_image_not_the_weights() -> None:
+    spec = parse("ERKNet-3x1 3x1 3x1", k=12)
+    small, large, wide = training_memory(spec, 8), training_memory(spec, 32), training_memory(spec, 8, 64)
+    assert small.parameters == large.parameters == wide.parameters
+    assert small.gradients == small.optimizer == 4 * count(spec).params < small.parameters  # + BN running stats
+    assert 3.9 < large.activations / small.activations < 4.0  # BN's per-batch statistics do not grow
+    assert 3.9 < wide.activations / small.activations < 4.1
+    assert isinstance(small, Memory) and str(small).endswith("activations)")
+
+
+def test_human_bytes_uses_the_decimal_units_budgets_are_written_in() -> None:
+    assert human_bytes(21_300_000_000) == "21.3 GB"
+    assert human_bytes(1_234_567, compact=True) == "1.2M"
+    assert human_bytes(512) == "512 B"
+    assert human_bytes(4e12, compact=True) == "4.0T"
+
+
+def test_cli_batch_size_adds_the_memory_estimate(capsys: pytest.CaptureFixture[str]) -> None:
+    expected = training_memory(parse("ERKNet-6x1 6x1 6x1", k=36), 64)
+    assert main(["ERKNet-6x1 6x1 6x1", "-k", "36", "--batch-size", "64", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["batch_size"] == 64 and row["memory"] == {
+        "parameters": expected.parameters, "gradients": expected.gradients, "optimizer": expected.optimizer,
+        "activations": expected.activations, "total": expected.total}
+    assert main(["ERKNet-6x1 6x1 6x1", "-k", "36", "--batch-size", "64"]) == 0
+    memory_line = capsys.readouterr().out.splitlines()[4]
+    assert memory_line.startswith("memory") and f"{expected.total:,}" in memory_line
+    assert f"{human_bytes(expected.total)} to train at batch 64" in memory_line
+    assert main(["ERKNet-6x1 6x1 6x1", "-k", "36", "--json"]) == 0
+    assert "memory" not in json.loads(capsys.readouterr().out)
