@@ -29,7 +29,7 @@ DEFAULT_URL = "sqlite:///rksearch.db"
 _TRIAL_HEAD = ("study", "trial_id", "trial_key", "model_name", "canonical")
 _TRIAL_TAIL = (
     "seed", "params", "flops", "macs", "best_val_acc", "final_val_acc", "best_val_error",
-    "final_val_error", "val_acc", "val_error", "epochs", "wall_seconds", "status", "error",
+    "final_val_error", "val_acc", "val_error", "epochs", "wall_seconds", "status", "failure", "error",
     "device", "node", "started_at", "finished_at", "reused_from",
 )  # fmt: skip
 _EPOCH_TAIL = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_error", "lr", "seconds",
@@ -82,7 +82,9 @@ def load(url: str = DEFAULT_URL, study: str | None = None, status: str | None = 
     """One row per trial of `study` (all studies if None) with `status` (all statuses if None).
 
     `val_acc`/`val_error` are the trial's headline numbers (its best validation epoch), the
-    names `pareto`'s default objective reads; errors are fractions (1 - accuracy).
+    names `pareto`'s default objective reads; errors are fractions (1 - accuracy), and both
+    are NaN for a trial that never finished an epoch.  `failure` is a failed trial's category
+    (`rksearch.failures`), `error` its error text or a skipped trial's reason.
     `attrs["dims"]` lists the search-dimension columns.
     """
     query = (
@@ -90,7 +92,8 @@ def load(url: str = DEFAULT_URL, study: str | None = None, status: str | None = 
             studies_table.c.name.label("study"), trials.c.id.label("trial_id"), trials.c.trial_key,
             trials.c.model_name, trials.c.canonical, trials.c.dims, trials.c.seed, trials.c.params,
             trials.c.flops, trials.c.macs, trials.c.best_val_acc, trials.c.final_val_acc,
-            trials.c.epochs_done.label("epochs"), trials.c.wall_seconds, trials.c.status, trials.c.error,
+            trials.c.epochs_done.label("epochs"), trials.c.wall_seconds, trials.c.status, trials.c.failure,
+            trials.c.error,
             trials.c.device, trials.c.node, trials.c.started_at, trials.c.finished_at,
             trials.c.reused_from_id.label("reused_from"),
         )
@@ -182,6 +185,15 @@ def _export(frame: pd.DataFrame, fmt: str, output: Path | None) -> str | None:
     return None
 
 
+def _reason(error: object, width: int = 80) -> str:
+    """Why a trial failed or was skipped, in one short line: the last line of its error text
+    (a traceback ends with the exception), cut to `width`."""
+    lines = [line.strip() for line in (error if isinstance(error, str) else "").splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[-1] if len(lines[-1]) <= width else lines[-1][: width - 3] + "..."
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--storage", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
@@ -204,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             print(studies(args.storage).to_string(index=False))
         elif args.command == "show":
             frame = load(args.storage, args.study, status=None)
+            frame["reason"] = frame["error"].map(_reason)
             columns = [c for c in frame.columns if c not in ("trial_key", "canonical", "error", "node",
                                                                "started_at", "finished_at")]  # fmt: skip
             print(frame[columns].to_string(index=False))

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 
 from . import checkpoint as ckpt
+from . import failures
 from .data import BatchSource, DataConfig, TrialData
 from .data import load as load_data
 from .models import build
@@ -157,7 +158,8 @@ class _Trainer:
             if o.schedule == "step" else torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, o.epochs)
         )
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
-        self.epoch, self.best_val_acc = 0, 0.0
+        # NaN until an epoch is evaluated: a trial that never measured anything has no accuracy
+        self.epoch, self.best_val_acc = 0, math.nan
         self.last: dict[str, Any] = {}
         log.info("trial: %s (%d params) on %s", cfg.model.name, self.params, runtime.describe())
 
@@ -191,13 +193,15 @@ class _Trainer:
                 if not math.isfinite(val_loss):
                     raise Diverged(f"validation loss is {val_loss} after epoch {epoch}")
             except Diverged as exc:
-                metrics = self._metrics(epoch, lr, started, status="failed", error=str(exc))
+                metrics = self._metrics(epoch, lr, started, status="failed", error=str(exc),
+                                        failure=failures.DIVERGED)
                 log.warning("trial failed: %s", exc)
                 if report is not None:
                     report(metrics, None)
                 return self._result("failed", str(exc), history + [metrics])
             self.scheduler.step()
-            self.epoch, self.best_val_acc = epoch, max(self.best_val_acc, val_acc)
+            self.epoch = epoch
+            self.best_val_acc = val_acc if math.isnan(self.best_val_acc) else max(self.best_val_acc, val_acc)
             status = "completed" if epoch == self.cfg.optim.epochs else "running"
             self.last = self._metrics(epoch, lr, started, status=status, train_loss=train_loss,
                                       train_acc=train_acc, val_loss=val_loss, val_acc=val_acc,

@@ -20,7 +20,7 @@ def _fill(url: str) -> None:
     """Study 'fig' with trials 0-2 completed (3 epochs), 3 failed, 4 pruned; study 'other' with 1."""
     store = open_store(url)
     study = store.begin_study("fig", "search: grid\n")
-    callback = StoreCallback(store, study, describe)
+    callback = StoreCallback(store, study, describe, pruned=lambda trial_id: trial_id == "t4")  # ASHA stopped t4
     outcomes = ["completed"] * 3 + ["failed", "running"]
     for number, outcome in enumerate(outcomes):
         trial = FakeTrial(f"t{number}", {"key": f"key{number:04d}", "k": 12 + number})

@@ -22,6 +22,7 @@ from rksearch import results
 from rksearch.store import Store, StoreCallback, StoreError, open_store
 from rksearch.store import callback as callback_module
 from rksearch.store import db
+from rksearch.store.journal import Journal
 from rksearch.store.schema import metadata
 
 N_WORKERS = 8
@@ -236,8 +237,10 @@ def test_reuse_across_studies(db_url: str) -> None:
 def test_callback_maps_trial_outcomes(db_url: str, tmp_path: Path) -> None:
     store = open_store(db_url)
     study = store.begin_study("s", "x")
-    callback = StoreCallback(store, study, describe)
-    trials = {name: FakeTrial(name, {"key": name, "k": 12}) for name in ("done", "bad", "pruned", "crash", "skip")}
+    # the scheduler stopped "pruned"; "stopped" ended with the study (Ctrl-C): not pruned, unfinished
+    callback = StoreCallback(store, study, describe, pruned=lambda trial_id: trial_id == "pruned")
+    names = ("done", "bad", "pruned", "stopped", "crash", "skip")
+    trials = {name: FakeTrial(name, {"key": name, "k": 12}) for name in names}
     for trial in trials.values():
         callback.on_trial_start(0, [], trial)
         callback.on_trial_result(0, [], trial, epoch_result(1, 1))
@@ -246,18 +249,21 @@ def test_callback_maps_trial_outcomes(db_url: str, tmp_path: Path) -> None:
     trials["done"].last_result = {"trial_status": "completed"}
     trials["bad"].last_result = {"trial_status": "failed", "error": "CUDA out of memory"}
     trials["pruned"].last_result = {"trial_status": "running"}
+    trials["stopped"].last_result = {"trial_status": "running"}
     trials["skip"].last_result = {"trial_status": "skipped"}
     error_file = tmp_path / "error.txt"
     error_file.write_text("x" * 10_000 + "ValueError: boom")
     trials["crash"].error_file = str(error_file)
-    for name in ("done", "bad", "pruned", "skip"):
+    for name in ("done", "bad", "pruned", "stopped", "skip"):
         callback.on_trial_complete(0, [], trials[name])
     callback.on_trial_error(0, [], trials["crash"])
 
     df = results.load(db_url, status=None).set_index("trial_key")
     assert df["status"].to_dict() == {"done": "completed", "bad": "failed", "pruned": "pruned",
-                                      "crash": "failed", "skip": "skipped"}  # fmt: skip
+                                      "stopped": "running", "crash": "failed", "skip": "skipped"}  # fmt: skip
     assert df.loc["bad", "error"] == "CUDA out of memory"
+    assert (df.loc["bad", "failure"], df.loc["crash", "failure"]) == ("out_of_memory", "error")
+    assert df["failure"].drop(["bad", "crash"]).isna().all()
     assert df.loc["crash", "error"].endswith("ValueError: boom") and len(df.loc["crash", "error"]) < 4100
     assert df.loc["skip", "error"] == "too many FLOPs"
     assert df.loc["done", "wall_seconds"] >= 0 and df.loc["done", "node"] == "node-a"
@@ -285,8 +291,18 @@ def test_callback_retries_transient_errors_and_never_raises(tmp_path: Path, monk
 
     monkeypatch.setattr(store, "trial_started", lambda *a: (_ for _ in ()).throw(
         sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))))  # fmt: skip
-    callback.on_trial_start(0, [], FakeTrial("b", {"key": "b", "k": 12}))  # gives up, logs, no raise
-    assert "giving up on trial start after 3 attempts" in caplog.text
+    callback.on_trial_start(0, [], FakeTrial("b", {"key": "b", "k": 12}))  # gives up, no raise
+    assert callback.fatal is not None and "server closed the connection" in callback.fatal  # no journal: stop
+
+    journal = Journal(tmp_path / "journal.jsonl")
+    kept = StoreCallback(store, study, describe, journal)
+    kept.on_trial_start(0, [], FakeTrial("b", {"key": "b", "k": 12}))
+    assert kept.fatal is None and [m for m, _ in journal.entries()] == ["trial_started"]
+    assert "keeping results in" in caplog.text and store.trial_statuses(study) == {"a": "running"}
+    monkeypatch.setattr(store, "trial_started", real)  # the database is back: the next write flushes
+    kept.on_trial_start(0, [], FakeTrial("c", {"key": "c", "k": 12}))
+    assert store.trial_statuses(study) == {"a": "running", "b": "running", "c": "running"}
+    assert not journal.pending()
     store.close()
 
 

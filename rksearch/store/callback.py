@@ -2,8 +2,12 @@
 
 It runs on the driver, so the workers never talk to the database: one writer, no credentials
 shipped to the cluster.  A database hiccup must not kill a study that has been training for
-hours, so a failed write is retried with backoff and then logged, never raised into Ray; the
-writes are idempotent, so a retry that did reach the database does no harm.
+hours, so a failed write is retried with backoff; one that still fails (a full disk, a server
+gone for good) goes to the study's `Journal`, durably, and every later write queues behind it
+until the database takes them again (`Store.replay` at the end of the run, or on resume).  The
+writes are idempotent, so a retry or a replay that did reach the database does no harm.  Only
+when the journal cannot be written either does the callback give up, and then it stops the
+study (`fatal`, read by the engine's stopper) instead of training on with results nowhere.
 
 Ray pickles the callback with the experiment (``tuner.pkl``, for `Tuner.restore`).  The pickle
 holds the database URL *without* its password and reconnects on first use, so credentials are
@@ -13,6 +17,7 @@ takes the password from ``PGPASSWORD`` or ``~/.pgpass`` as libpq does.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -23,8 +28,10 @@ import sqlalchemy.exc
 from sqlalchemy.engine import URL
 from ray import tune
 
+from rksearch import failures
 from rksearch.store.db import StoreError
-from rksearch.store.writer import Store, TrialInfo, open_store
+from rksearch.store.journal import Journal, JournalError
+from rksearch.store.writer import EPOCH_INPUTS, Store, TrialInfo, open_store
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +46,34 @@ class StoreCallback(tune.Callback):
     """Start, epochs, completion, pruning and failure of each Tune trial, into the store.
 
     `describe(trial.config)` gives the trial's TrialInfo (its key and costs); results whose
-    `trial_status` is 'skipped' are the engine's to record and are ignored here.
+    `trial_status` is 'skipped' are the engine's to record and are ignored here.  A trial that
+    ends while still running was stopped early: it is recorded as pruned only when `pruned`
+    (the scheduler's own record of the trials it stopped) says so, never when the study itself
+    is being stopped; otherwise it stays unfinished and a resume continues it.
     """
 
-    def __init__(self, store: Store, study_id: int, describe: Callable[[dict], TrialInfo]) -> None:
+    def __init__(self, store: Store, study_id: int, describe: Callable[[dict], TrialInfo],
+                 journal: Journal | None = None, pruned: Callable[[str], bool] | None = None) -> None:
         self.store: Store | None = store
         self._url = _without_password(store.engine.url)
         self.study_id = study_id
         self.describe = describe
+        self.journal = journal
+        self.pruned = pruned  # None (no scheduler): nothing is ever pruned
+        #: why the study must stop now (results can be kept nowhere, storage is full); None: go on
+        self.fatal: str | None = None
         self._infos: dict[str, TrialInfo] = {}
         self._started: dict[str, float] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # no engine, no password; start times are per-process clocks and mean nothing elsewhere
         return {**self.__dict__, "store": None, "_infos": {}, "_started": {}}
+
+    def stop(self, reason: str) -> None:
+        """Ask the engine's stopper to end the study (the first reason is the one shown)."""
+        if self.fatal is None:
+            log.info("stopping the study: %s", reason)  # the caller reports it (run.py: one error line)
+            self.fatal = reason
 
     def _store(self) -> Store:
         if self.store is None:
@@ -66,17 +87,50 @@ class StoreCallback(tune.Callback):
         return info
 
     def _write(self, what: str, method: str, *args: Any) -> None:
-        """Run one Store write, retrying database errors with backoff, never raising them."""
+        """One Store write: to the database if it takes it, else to the journal; never raises.
+
+        While the journal holds anything, the write goes behind it (after one attempt to empty
+        it), so the database always receives writes in the order they happened.
+        """
+        journal = self.journal
+        if journal is not None and journal.pending():
+            try:
+                self._store().replay(journal)
+            except (sqlalchemy.exc.SQLAlchemyError, StoreError):
+                pass
+        error = "earlier writes are still waiting in the journal"
+        if journal is None or not journal.pending():
+            error = self._commit(what, method, args)
+            if error is None:
+                return
+        if journal is None:
+            self.stop(f"results store: cannot record the {what} of a trial ({error}) and there is no "
+                      f"journal to keep it in; stopping the study")  # fmt: skip
+            return
+        first = not journal.pending()
+        try:
+            journal.append(method, _journal_args(method, args))
+        except JournalError as exc:
+            self.stop(f"results store: cannot record the {what} of a trial: the database refused it ({error}) "
+                      f"and {exc}; stopping the study")  # fmt: skip
+            return
+        if first:
+            log.warning("results store: the database refuses writes (%s); keeping results in %s "
+                        "until it takes them again", error, journal.path)  # fmt: skip
+
+    def _commit(self, what: str, method: str, args: tuple) -> str | None:
+        """Make the write, retrying with backoff; None when done, else the last error's line."""
         for attempt, delay in enumerate((*RETRY_DELAYS_S, None)):
             try:
                 getattr(self._store(), method)(*args)
-                return
-            except (sqlalchemy.exc.DBAPIError, StoreError) as exc:
+                return None
+            except (sqlalchemy.exc.SQLAlchemyError, StoreError) as exc:
+                message = _first_line(exc)
                 if delay is None:
-                    log.error("results store: giving up on %s after %d attempts: %s", what, attempt + 1, exc)
-                    return
-                log.warning("results store: %s failed (%s); retrying in %.1f s", what, exc, delay)
+                    return message
+                log.info("results store: %s failed (%s); retrying in %.1f s", what, message, delay)
                 time.sleep(delay)
+        return None  # unreachable: the last delay is None
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._started[trial.trial_id] = time.monotonic()
@@ -89,11 +143,13 @@ class StoreCallback(tune.Callback):
         key = self._info(trial).trial_key
         self._write("epoch", "record_epoch", self.study_id, key, result)
 
-    def _finish(self, trial: Any, status: str, error: str | None) -> None:
-        started = self._started.pop(trial.trial_id, None)
-        wall = None if started is None else time.monotonic() - started
+    def _finish(self, trial: Any, status: str, error: str | None = None, failure: str | None = None) -> None:
+        if trial.trial_id not in self._started:  # its worker died before it started: give it a row
+            self.on_trial_start(0, [], trial)
+        started = self._started.pop(trial.trial_id)
+        wall = time.monotonic() - started
         key = self._info(trial).trial_key
-        self._write("trial end", "trial_finished", self.study_id, key, status, error, wall)
+        self._write("trial end", "trial_finished", self.study_id, key, status, error, wall, failure)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
@@ -101,14 +157,28 @@ class StoreCallback(tune.Callback):
         if reported == "skipped":
             return
         if reported == "completed":
-            self._finish(trial, "completed", None)
-        elif reported == "failed":
-            self._finish(trial, "failed", _tail(str(last.get("error") or "failed without an error text")))
-        else:  # stopped by the scheduler while still running: early-stopped
-            self._finish(trial, "pruned", None)
+            self._finish(trial, "completed")
+        elif reported == "failed":  # the trainer's own verdict (it names the category: diverged)
+            error = _tail(str(last.get("error") or "failed without an error text"))
+            self._finish(trial, "failed", error, last.get("failure") or failures.classify(error))
+        elif self.fatal is None and self.pruned is not None and self.pruned(trial.trial_id):
+            self._finish(trial, "pruned")
+        # else: stopped with the study (interrupted); it stays unfinished and a resume continues it
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """A worker died and Tune will retry the trial: nothing to record, unless it cannot help."""
+        self._stop_if_storage_full(_error_text(trial))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, "failed", _tail(_error_text(trial)))
+        text = _error_text(trial)
+        self._stop_if_storage_full(text)
+        self._finish(trial, "failed", _tail(text), failures.classify(text))
+
+    def _stop_if_storage_full(self, error_text: str) -> None:
+        """A full disk fails every trial the same way: stop the study (resumable) at the first."""
+        if failures.classify(error_text) == failures.STORAGE_FULL:
+            self.stop(f"storage full: a trial could not write its checkpoint or results ({_full_line(error_text)}); "
+                      f"study interrupted: free space, then resume it")  # fmt: skip
 
 
 def _without_password(url: URL) -> str:
@@ -131,3 +201,29 @@ def _error_text(trial: Any) -> str:
 
 def _tail(text: str) -> str:
     return text if len(text) <= ERROR_CHARS else "..." + text[-ERROR_CHARS:]
+
+
+def _first_line(exc: BaseException) -> str:
+    """A database error in one line (SQLAlchemy appends the statement and a link)."""
+    original = getattr(exc, "orig", None)
+    text = str(original if original is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _full_line(error_text: str) -> str:
+    """The line of a traceback that says the disk is full (or its last line)."""
+    lines = [line.strip() for line in error_text.splitlines() if line.strip()]
+    for line in lines:
+        if failures.classify(line) == failures.STORAGE_FULL:
+            return line[:300]
+    return lines[-1][:300] if lines else "no error text"
+
+
+def _journal_args(method: str, args: tuple) -> list[Any]:
+    """A write's arguments as JSON values (`Store.apply` turns them back)."""
+    if method == "trial_started":
+        return [args[0], dataclasses.asdict(args[1]), *args[2:]]
+    if method == "record_epoch":
+        study_id, key, metrics = args
+        return [study_id, key, {name: metrics[name] for name in EPOCH_INPUTS if name in metrics}]
+    return list(args)

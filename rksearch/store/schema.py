@@ -54,6 +54,8 @@ trials = sa.Table(
     sa.Column("status", sa.String(20), nullable=False),
     # the error text of a failed trial, or the reason a trial was skipped
     sa.Column("error", sa.Text),
+    # revision 0003: why a failed trial failed, one of rksearch.failures.CATEGORIES
+    sa.Column("failure", sa.String(30)),
     sa.Column("best_val_acc", sa.Float),
     sa.Column("final_val_acc", sa.Float),
     sa.Column("epochs_done", sa.Integer, nullable=False, server_default="0"),

@@ -9,12 +9,14 @@ plot command) sees either all of one epoch's effects or none of them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
 import numbers
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from rksearch.store import db, environment
+from rksearch.store.journal import Journal
 from rksearch.store.schema import epochs, studies, trials
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,10 @@ TRIAL_END_STATUSES = ("completed", "pruned", "failed")
 
 #: metrics-dict keys stored as columns of `epochs`
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
+#: every metrics-dict key `record_epoch` reads (what the journal keeps of a Tune result)
+EPOCH_INPUTS = ("epoch", *EPOCH_METRICS, "best_val_acc", "device", "node_id")
+#: the writes a StoreCallback makes, which the journal may hold
+JOURNALED = ("trial_started", "record_epoch", "trial_finished")
 
 #: trial columns that describe *what* was trained (from TrialInfo), as opposed to its outcome
 _IDENTITY = ("trial_key", "model_name", "canonical", "dims", "config", "params", "flops", "macs", "seed")
@@ -136,9 +143,8 @@ class Store:
         statement = statement.on_conflict_do_update(
             index_elements=[trials.c.study_id, trials.c.trial_key], set_={**refresh, **update}
         ).returning(trials.c.id)
-        trial_id = conn.execute(statement).scalar_one()
-        self._trial_ids[(study_id, info.trial_key)] = trial_id
-        return trial_id
+        # not cached here: the id is only real once the caller's transaction commits
+        return conn.execute(statement).scalar_one()
 
     def record_skipped(self, study_id: int, info: TrialInfo, reason: str) -> None:
         """A trial the engine decided not to train (too large, ...), with its costs and why."""
@@ -149,14 +155,18 @@ class Store:
     def trial_started(self, study_id: int, info: TrialInfo, node: str | None = None) -> None:
         """Mark the trial running; a retry keeps its first start time and a recorded skip."""
         started = _now()
-        keep_skip = sa.case((trials.c.status == "skipped", "skipped"), else_="running")
+        skipped = trials.c.status == "skipped"
+        keep_skip = sa.case((skipped, "skipped"), else_="running")
         with self.engine.begin() as conn:
-            self._upsert_trial(
+            trial_id = self._upsert_trial(
                 conn, study_id, info,
                 {"status": "running", "node": node, "started_at": started},
                 {"status": keep_skip, "node": sa.func.coalesce(node, trials.c.node), "finished_at": None,
-                 "started_at": sa.func.coalesce(trials.c.started_at, started)},
+                 "started_at": sa.func.coalesce(trials.c.started_at, started),
+                 # a failed trial run again: its old error no longer describes it
+                 "error": sa.case((skipped, trials.c.error), else_=None), "failure": None},
             )  # fmt: skip
+        self._trial_ids[(study_id, info.trial_key)] = trial_id
 
     def _trial_id(self, conn: Connection, study_id: int, trial_key: str) -> int:
         cached = self._trial_ids.get((study_id, trial_key))
@@ -220,20 +230,85 @@ class Store:
         return self._epoch_sql
 
     def trial_finished(self, study_id: int, trial_key: str, status: str, error: str | None = None,
-                       wall_seconds: float | None = None) -> None:  # fmt: skip
+                       wall_seconds: float | None = None, failure: str | None = None) -> None:  # fmt: skip
+        """The trial's end; a failed one carries its error text and its `failures` category."""
         if status not in TRIAL_END_STATUSES:
             raise ValueError(f"trial status must be one of {TRIAL_END_STATUSES}, not {status!r}")
         with self.engine.begin() as conn:
             trial_id = self._trial_id(conn, study_id, trial_key)
             conn.execute(trials.update().where(trials.c.id == trial_id).values(
-                status=status, error=error, wall_seconds=_number(wall_seconds), finished_at=_now()
+                status=status, error=error, failure=failure if status == "failed" else None,
+                wall_seconds=_number(wall_seconds), finished_at=_now()
             ))  # fmt: skip
+
+    # ------------------------------------------------------------------ the journal
+
+    def apply(self, method: str, args: list[Any]) -> None:
+        """Make one journaled write (`journal_args` encodes it, this decodes it)."""
+        if method not in JOURNALED:
+            raise db.StoreError(f"the results journal names an unknown write {method!r}")
+        if method == "trial_started":
+            args = [args[0], TrialInfo(**args[1]), *args[2:]]
+        getattr(self, method)(*args)
+
+    def replay(self, journal: Journal) -> int:
+        """Apply every write the journal holds, in order, then empty it; how many there were.
+
+        All or nothing from the journal's point of view: if one write fails, the exception is
+        raised and the journal is kept whole (the writes already made are idempotent and are
+        simply made again next time).
+        """
+        entries = journal.entries()
+        for method, args in entries:
+            self.apply(method, args)
+        journal.clear()
+        if entries:
+            log.info("results store: %d journaled writes recorded from %s", len(entries), journal.path)
+        return len(entries)
 
     def trial_statuses(self, study_id: int) -> dict[str, str]:
         """trial key -> status for every trial of the study (what a resume must not redo)."""
         with db.reading(self.engine) as conn:
             rows = conn.execute(sa.select(trials.c.trial_key, trials.c.status).where(trials.c.study_id == study_id))
             return {key: status for key, status in rows}
+
+    def trial_failures(self, study_id: int) -> dict[str, str | None]:
+        """trial key -> failure category of every failed trial of the study (None: unknown)."""
+        with db.reading(self.engine) as conn:
+            rows = conn.execute(sa.select(trials.c.trial_key, trials.c.failure)
+                                .where(trials.c.study_id == study_id, trials.c.status == "failed"))  # fmt: skip
+            return {key: failure for key, failure in rows}
+
+    def missing_results(self, study_id: int, expected: Iterable[str] = ()) -> list[str]:
+        """What keeps the study from being complete, one line per trial (empty: complete).
+
+        A trial is complete when it has reached an end status and, if it completed, holds
+        exactly the epochs 1..epochs of its config, each once (the unique key makes "once" a
+        given; the count and the last epoch number prove none is missing).  `expected` are
+        trial keys the plan says must have a row at all.
+        """
+        epoch_count = sa.func.count(epochs.c.id)
+        query = (
+            sa.select(trials.c.trial_key, trials.c.model_name, trials.c.status, trials.c.config,
+                      epoch_count.label("recorded"), sa.func.max(epochs.c.epoch).label("last"))
+            .outerjoin(epochs, epochs.c.trial_id == trials.c.id)
+            .where(trials.c.study_id == study_id)
+            .group_by(trials.c.id)
+        )  # fmt: skip
+        with db.reading(self.engine) as conn:
+            rows = conn.execute(query).all()
+        problems, seen = [], set()
+        for row in rows:
+            seen.add(row.trial_key)
+            name = f"{row.model_name} ({row.trial_key[:8]})"
+            if row.status not in (*TRIAL_END_STATUSES, "skipped"):
+                problems.append(f"{name}: {row.status}, not finished")
+            elif row.status == "completed":
+                planned = int((row.config or {}).get("optim", {}).get("epochs", 0))
+                if not row.recorded == (row.last or 0) == planned:
+                    problems.append(f"{name}: {row.recorded} of {planned} epochs recorded")
+        problems += [f"trial {key[:8]}: no row" for key in expected if key not in seen]
+        return problems
 
     # ------------------------------------------------------------------ reuse
 
