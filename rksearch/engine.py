@@ -12,36 +12,45 @@ the only writer.
 Fault tolerance: Tune's `FailureConfig` retries a trial whose worker died from its last reported
 checkpoint (`tune.get_checkpoint`); a study whose driver died is continued with ``resume=True``:
 the database says what finished, and an unfinished trial restarts from the newest checkpoint
-any earlier run left for its key under the study's checkpoint directory.
+that loads among those earlier runs left for its key under the study's checkpoint directory.  Trials that failed
+from an infrastructure fault (`failures.INFRASTRUCTURE`) train again on resume, every failed one
+with ``retry_failed``.  Results the database refused wait in the study's journal
+(`store.journal`) and are replayed first.  A study is marked completed only when the database
+holds every trial's end and every epoch (`Store.missing_results`); otherwise it is interrupted,
+`StudyRun.problems` says why, and a resume finishes it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from . import progress
-from .space import PlannedTrial, Planner
+from . import failures, progress
+from .checkpoint import first_loadable
+from .space import Node, PlannedTrial, Planner
 from .store import Store, StoreCallback, TrialInfo, open_store
+from .store.journal import Journal
 from .study import Choice, Continuous, IntRange, Study
 from .trainable import planned_trial, train_planned
 
 log = logging.getLogger(__name__)
 
-#: statuses that a resumed study does not train again (pruned only counts under ASHA: without a
-#: scheduler the only way to stop early is an interrupted run)
+#: statuses that a resumed study does not train again (pruned only under ASHA, failed only when
+#: the failure is not the machine's: see `_final_keys`)
 FINAL = {"completed", "skipped", "failed"}
 #: suggestions in a row an Optuna search may draw that are over budget or already trained
 MAX_REDRAWS = 200
@@ -53,12 +62,27 @@ class StudyRun:
 
     study_id: int
     planned: int
+    #: trials that reached their end (completed, pruned or failed) in this run
     trained: int
+    #: every skipped trial of the study (over budget, invalid), this run's and earlier ones
     skipped: int
     reused: int
+    #: trials that had reached their end in earlier runs (skips not included)
     already_done: int
+    #: stopped by the user (Ctrl-C / SIGINT)
     interrupted: bool
     seconds: float
+    #: why the study is not complete (one line each; empty when it is)
+    problems: list[str] = field(default_factory=list)
+    #: the one-line reason the study was stopped by a fault, if it was
+    fatal: str | None = None
+    #: of `trained`, those that failed
+    failed: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """Every trial has its end and every epoch in the database: the study is done."""
+        return not (self.interrupted or self.problems or self.fatal)
 
 
 # ---- driver-side helpers that Ray pickles ---------------------------------------------------
@@ -71,6 +95,37 @@ class Describe:
 
     def __call__(self, config: dict[str, Any]) -> TrialInfo:
         return planned_trial(self.study_json, config).info()
+
+
+class RecordingASHA(ASHAScheduler):
+    """ASHA that remembers the trials it stopped: only those are pruned, not ones a stopped
+    study ended (which a resume must continue)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stopped: set[str] = set()
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP and result.get("trial_status") == "running":
+            self.stopped.add(trial.trial_id)
+        return decision
+
+    def stopped_trial(self, trial_id: str) -> bool:
+        return trial_id in self.stopped
+
+
+class StopOnFatal(tune.Stopper):
+    """Ends the whole study as soon as the store callback says it cannot go on (`fatal`)."""
+
+    def __init__(self, callback: StoreCallback) -> None:
+        self.callback = callback
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.callback.fatal is not None
 
 
 # ---- Optuna ----------------------------------------------------------------------------------
@@ -183,44 +238,100 @@ def _finite(value: Any) -> bool:
 # ---- the driver ------------------------------------------------------------------------------
 
 def run_study(study: Study, study_text: str, *, storage_url: str, storage_path: str | None = None,
-              address: str | None = None, resume: bool = False, stream: TextIO | None = None,
-              preflight: bool = True) -> StudyRun:
-    """Run (or continue) a study to the end; every trial lands in the database at `storage_url`."""
+              address: str | None = None, resume: bool = False, retry_failed: bool = False,
+              stream: TextIO | None = None, preflight: bool = True) -> StudyRun:
+    """Run (or continue) a study to the end; every trial lands in the database at `storage_url`.
+
+    The study row ends `completed` only when every trial has its results in the database,
+    else `interrupted` (also when this function raises): never `running` once it returns.
+    """
     started = time.monotonic()
     study = _absolute_paths(study)
-    planner = Planner(study)
     store = open_store(storage_url)
     root = Path(storage_path or study.storage.checkpoints).expanduser().resolve() / study.name
     own_ray = not ray.is_initialized()
     if own_ray:
         _start_ray(address, root)
+    # priced against the largest node's memory: a trial that cannot fit anywhere is skipped
+    planner = Planner(study, node=Node.largest_ray_node(ray.nodes()))
     try:
         if preflight:
             from .preflight import raise_for_problems, run_preflight
 
             raise_for_problems(run_preflight(
-                resources_per_trial={"CPU": study.resources.cpu, "GPU": study.resources.gpu},
+                resources_per_trial=_ray_resources(study),
                 checkpoint_path=str(root), storage_url=storage_url, open_db=open_store))
         study_id = store.begin_study(study.name, study_text, resume=resume)
-        run = _execute(study, planner, store, storage_url, study_id, root, stream)
+        journal = Journal.beside(root)
+        _replay(store, journal)
+        try:
+            run, expected = _execute(study, planner, store, storage_url, study_id, root, journal, stream,
+                                     retry_failed)
+        except BaseException:
+            _finish_quietly(store, study_id)
+            raise
         run.seconds = time.monotonic() - started
-        store.finish_study(study_id, "interrupted" if run.interrupted else "completed")
+        try:
+            _replay(store, journal)
+            run.problems = store.missing_results(study_id, expected)
+        except Exception as exc:  # the database still refuses: the journal keeps everything
+            run.problems = [str(exc)]
+        _finish_quietly(store, study_id, "completed" if run.complete else "interrupted")
         return run
     finally:
+        store.close()
         if own_ray:
             ray.shutdown()
 
 
-def _execute(study: Study, planner: Planner, store: Store, storage_url: str, study_id: int, root: Path,
-             stream: TextIO | None) -> StudyRun:
+def _replay(store: Store, journal: Journal) -> None:
+    """Record what an earlier run (or this one) kept in the journal; StoreError if it cannot."""
+    if not journal.pending():
+        return
+    try:
+        count = store.replay(journal)
+    except Exception as exc:
+        from .store.db import StoreError
+
+        raise StoreError(f"{len(journal)} results kept in {journal.path} cannot be recorded yet: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
+                         f"free space on the database's disk, then resume") from None  # fmt: skip
+    log.warning("results store: recorded %d results kept in %s", count, journal.path)
+
+
+def _finish_quietly(store: Store, study_id: int, status: str = "interrupted") -> None:
+    """Mark the study's end; a database that refuses even this is reported, not raised (the
+    journal and the checkpoints still hold everything, and a resume sets the status right)."""
+    try:
+        store.finish_study(study_id, status)
+    except Exception as exc:
+        log.error("results store: cannot mark study %d %s: %s", study_id, status, str(exc).splitlines()[0])
+
+
+def _final_keys(store: Store, study_id: int, study: Study, retry_failed: bool) -> set[str]:
+    """Trial keys a resumed study does not train again: completed, skipped, pruned under ASHA
+    (without a scheduler only an interrupted run stops a trial early), and failed unless the
+    failure was the machine's (or `retry_failed`)."""
     statuses = store.trial_statuses(study_id)
     final = FINAL | ({"pruned"} if study.scheduler.type == "asha" else set())
-    already = sum(1 for s in statuses.values() if s in final)
-    counts = {"skipped": 0, "reused": 0}
+    failed = store.trial_failures(study_id)
+    return {key for key, status in statuses.items()
+            if status in final and not (status == "failed"
+                                        and failures.retried_on_resume(failed.get(key), retry_failed=retry_failed))}
+
+
+def _execute(study: Study, planner: Planner, store: Store, storage_url: str, study_id: int, root: Path,
+             journal: Journal, stream: TextIO | None, retry_failed: bool = False) -> tuple[StudyRun, list[str]]:
+    """Train what the study still needs; the run's counts and the trial keys that must have rows."""
+    statuses = store.trial_statuses(study_id)
+    done_before = _final_keys(store, study_id, study, retry_failed)
+    already = sum(1 for key in done_before if statuses[key] != "skipped")
+    counts = {"skipped": sum(1 for key in done_before if statuses[key] == "skipped"), "reused": 0}
+    reused: set[str] = set()
 
     def settle(trial: PlannedTrial) -> bool:
         """Record what needs no training; True when the trial must train."""
-        if statuses.get(trial.key) in final:
+        if trial.key in done_before:
             return False
         if not trial.runnable:
             store.record_skipped(study_id, trial.info(), trial.problem or "")
@@ -233,6 +344,7 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
                 store.link_reused(study_id, trial.info(), source)
                 statuses[trial.key] = "completed"
                 counts["reused"] += 1
+                reused.add(trial.key)
                 return False
         return True
 
@@ -242,34 +354,39 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
         planned = planner.plan()
         todo = [t for t in planned if settle(t)]
         if not todo:
-            return StudyRun(study_id, len(planned), 0, counts["skipped"], counts["reused"], already, False, 0.0)
-        left = _latest_checkpoints(root) if any(t.key in statuses for t in todo) else {}
-        entries = [{"assignment": t.assignment, "seed": t.seed,
-                    "resume_from": left.get(t.key[:16]) if t.key in statuses else None}
+            return StudyRun(study_id, len(planned), 0, counts["skipped"], counts["reused"], already, False, 0.0), []
+        left, notes = _latest_checkpoints(root, [t for t in todo if t.key in statuses])
+        for note in notes:
+            print(f"[{study.name}] {note}", file=stream or sys.stdout, flush=True)
+        entries = [{"assignment": t.assignment, "seed": t.seed, "resume_candidates": left.get(t.key[:16], [])}
                    for t in todo]
         param_space = {"trial": tune.grid_search(entries)}
         searcher, num_samples, total = None, 1, len(todo)
     else:
-        trained = sum(1 for s in statuses.values() if s in final - {"skipped"})
-        total = max(search.num_samples - trained, 0)  # type: ignore[operator]
+        total = max(search.num_samples - already, 0)  # type: ignore[operator]
         planned = []
         if total == 0:
-            return StudyRun(study_id, 0, 0, 0, 0, already, False, 0.0)
+            return StudyRun(study_id, 0, 0, counts["skipped"], 0, already, False, 0.0), []
         searcher = _optuna(study, planner, settle, storage_url)
         param_space, num_samples = {}, total
 
     scheduler = None
     if study.scheduler.type == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric=search.metric, mode=search.mode,
+        scheduler = RecordingASHA(time_attr="training_iteration", metric=search.metric, mode=search.mode,
                                   max_t=_max_epochs(study), grace_period=study.scheduler.grace_period,
                                   reduction_factor=study.scheduler.reduction_factor)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables, our view only
+    # Ctrl-C must reach us as KeyboardInterrupt: Tune's own handler would end the trials and
+    # return as if the run were over, and its end callbacks would record them as finished
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     resources_line = ray.cluster_resources()
     print(f"[{study.name}] {total} trials to train ({counts['skipped']} skipped, {counts['reused']} reused, "
           f"{already} done before) on {resources_line.get('CPU', 0):g} CPUs / {resources_line.get('GPU', 0):g} GPUs; "
           f"checkpoints and Ray logs under {root}", file=stream or sys.stdout, flush=True)
-    view = progress.ProgressView(study.name, "best_val_acc", total, already, stream)
-    resources = {"cpu": study.resources.cpu, "gpu": study.resources.gpu}
+    pruned = scheduler.stopped_trial if scheduler is not None else None
+    view = progress.ProgressView(study.name, "best_val_acc", total, already, stream, pruned=pruned)
+    recorder = StoreCallback(store, study_id, Describe(study_json), journal, pruned=pruned)
+    resources = {name.lower(): amount for name, amount in _ray_resources(study).items()}
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(train_planned, study_json=study_json), resources),
         param_space=param_space,
@@ -280,20 +397,33 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
         ),
         run_config=tune.RunConfig(
             name=time.strftime("run-%Y%m%d-%H%M%S"), storage_path=str(root), verbose=0,
-            callbacks=[StoreCallback(store, study_id, Describe(study_json)), view],
+            callbacks=[recorder, view], stop=StopOnFatal(recorder),
             failure_config=tune.FailureConfig(max_failures=study.failure.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=study.storage.keep_checkpoints),
         ),
     )
     interrupted = False
     try:
-        grid = tuner.fit()
-        interrupted = any(t.metrics.get("trial_status") == "running" for t in grid) and scheduler is None
+        tuner.fit()  # its ResultGrid is not read: the database says what finished
     except KeyboardInterrupt:
         interrupted = True
-    trained = sum(1 for s in store.trial_statuses(study_id).values() if s != "skipped") - already
-    return StudyRun(study_id, len(planned) or total, trained, counts["skipped"], counts["reused"], already,
-                    interrupted, 0.0)
+    except Exception as exc:  # Tune itself failed (its state on a full disk, a lost head node)
+        log.debug("Tune stopped", exc_info=True)
+        recorder.stop(f"Ray Tune stopped: {type(exc).__name__}: {_one_line(exc)}")
+    view.finish()
+    after = store.trial_statuses(study_id)
+    ended = {"completed", "pruned", "failed"}
+    finished = [status for key, status in after.items()
+                if status in ended and key not in done_before and key not in reused]
+    run = StudyRun(study_id, len(planned) or total, len(finished), counts["skipped"], counts["reused"], already,
+                   interrupted, 0.0, fatal=recorder.fatal, failed=finished.count("failed"))
+    return run, [t.key for t in planned]
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message in one line (the last non-empty one: Ray puts the cause there)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(exc).__name__
 
 
 def _optuna(study: Study, planner: Planner, record_skip: Callable[[PlannedTrial], Any],
@@ -339,11 +469,45 @@ class _TrialName:
         return f"{short}_s{planned.seed}_{planned.key[:8]}"
 
 
-def _latest_checkpoints(root: Path) -> dict[str, str]:
-    """Per trial key prefix (a trial directory's name, see `_TrialName`): the newest checkpoint
-    directory earlier runs of this study left under `root`; one walk for all trials."""
-    found = sorted(root.glob("run-*/*_*/checkpoint_*/checkpoint.pt"), key=lambda p: p.stat().st_mtime)
-    return {p.parent.parent.name.split("_", 1)[0]: str(p.parent) for p in found}  # newest last: wins
+def _latest_checkpoints(root: Path, resumed: list[PlannedTrial]) -> tuple[dict[str, list[str]], list[str]]:
+    """Where each of `resumed` (unfinished trials an earlier run started) continues: per trial
+    key prefix (a trial directory's name, see `_TrialName`), the checkpoint directories earlier
+    runs of this study left under `root`, newest first; and one line per trial whose newest
+    checkpoint does not load, saying why and what the trial resumes from instead.
+
+    The list starts at the newest checkpoint that loads (`checkpoint.first_loadable`, read here
+    on the driver), so neither the worker nor Tune's retries of it are handed a file already
+    known to be unreadable; the older ones follow unread, for the worker to fall back on (it
+    checks each before use).  A trial with no readable checkpoint gets none: epoch 0.  Newest
+    is by run (its name is its start time), then by Tune's checkpoint index, never by file
+    times, which a copy or a damaged file's last write reorders.  One walk for all trials.
+    """
+    wanted = {t.key[:16]: t for t in resumed}
+    found: dict[str, list[Path]] = {}
+    for directory in root.glob("run-*/*_*/checkpoint_*/"):
+        prefix = directory.parent.name.split("_", 1)[0]
+        if prefix in wanted:
+            found.setdefault(prefix, []).append(directory)
+    left: dict[str, list[str]] = {}
+    notes = []
+    for prefix, directories in found.items():
+        directories.sort(key=lambda d: (d.parent.parent.name, d.name), reverse=True)
+        pick = first_loadable(directories)
+        if pick.directory is not None:
+            left[prefix] = [str(d) for d in directories[len(pick.rejected):]]
+        note = pick.note()
+        if note:
+            trial = wanted[prefix]
+            notes.append(f"trial {trial.model_name} ({trial.key[:8]}): {note}")
+    return left, notes
+
+
+def _ray_resources(study: Study) -> dict[str, float]:
+    """What one trial reserves in Ray: CPUs, GPUs, and memory when `resources.memory` says."""
+    reserved = {"CPU": study.resources.cpu, "GPU": study.resources.gpu}
+    if study.resources.memory is not None:
+        reserved["memory"] = study.resources.memory
+    return reserved
 
 
 def _max_epochs(study: Study) -> int:
@@ -359,19 +523,35 @@ def _absolute_paths(study: Study) -> Study:
     return study.model_copy(update={"data": data})
 
 
+class _LogFile(logging.FileHandler):
+    """Ray's log file.  On a full disk every record fails to write, and logging's default is a
+    traceback on stderr per record: the study's own one-line error says it instead."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def _start_ray(address: str | None, root: Path) -> None:
     """A local Ray sized to the machine (or the cluster at `address`), its logs in a file."""
     root.mkdir(parents=True, exist_ok=True)
     log_file = root / "ray-driver.log"
-    handler = logging.FileHandler(log_file)
+    handler = _LogFile(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("ray", "ray.tune", "ray.train"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.propagate = False
+    # a failed trial's error reaches the store callback; Ray's "unhandled error" dump of the same
+    # traceback at shutdown would only flood the terminal
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     # no address: always a fresh local Ray ("local"), never whichever cluster happens to be
     # running on this machine; "auto" or an address joins one deliberately
+    handler = signal.getsignal(signal.SIGTERM)
     ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
              configure_logging=False)
+    # Ray installs a SIGTERM handler that ends the process at once; put back the caller's own
+    # (run.py's turns SIGTERM into an orderly stop that marks the study interrupted)
+    if callable(handler) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
     log.info("Ray logs: %s", log_file)
 

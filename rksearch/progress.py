@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from ray import tune
 
@@ -19,51 +19,70 @@ from .analysis import amount_text
 
 
 class ProgressView(tune.Callback):
-    """Live counts: done / running / pending / failed, best so far, elapsed and ETA."""
+    """Live counts: done / running / pending / failed, best so far, elapsed and ETA.
+
+    A trial is done when it reached its end: completed, failed for good, or stopped by the
+    scheduler.  One that Tune ended because the study stopped (Ctrl-C, a fault) is not done,
+    it is waiting for the resume; and the best is taken over trials that have not failed.
+    """
 
     def __init__(self, study: str, metric: str, total: int, already_done: int = 0,
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, pruned: Callable[[str], bool] | None = None) -> None:
         self.study, self.metric, self.total, self.already_done = study, metric, total, already_done
+        self.pruned = pruned  # None (no scheduler): nothing is ever pruned
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self.started = time.monotonic()
-        self.best: tuple[float, str] | None = None
+        #: Tune trial id -> (best value, model name) of every trial that has not failed
+        self.bests: dict[str, tuple[float, str]] = {}
         self._last_draw = 0.0
+        self._trials: list = []
         self.label = "val acc"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "stream": None}
+        return {**self.__dict__, "stream": None, "_trials": []}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.stream = sys.stdout
 
+    @property
+    def best(self) -> tuple[float, str] | None:
+        return max(self.bests.values(), default=None)
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._trials = trials
         value = result.get(self.metric)
-        if isinstance(value, (int, float)) and math.isfinite(value) and (self.best is None or value > self.best[0]):
-            self.best = (float(value), str(result.get("model_name", trial.trial_id)))
+        if result.get("trial_status") == "failed":
+            self.bests.pop(trial.trial_id, None)
+        elif isinstance(value, (int, float)) and math.isfinite(value):
+            known = self.bests.get(trial.trial_id)
+            if known is None or value > known[0]:
+                self.bests[trial.trial_id] = (float(value), str(result.get("model_name", trial.trial_id)))
         if self.tty and time.monotonic() - self._last_draw > 1.0:
             self._draw(trials, final=False)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._trials = trials
         self._draw(trials, final=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._trials = trials
+        self.bests.pop(trial.trial_id, None)
         self._draw(trials, final=True)
 
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self._draw(trials, final=True)
+    def finish(self) -> None:
+        """The last line, once Tune has returned (also after Ctrl-C, when Tune sends no end)."""
+        self._draw(self._trials, final=True)
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
 
     def line(self, trials: list) -> str:
-        states = [t.status for t in trials]
-        running, pending = states.count("RUNNING"), states.count("PENDING") + states.count("PAUSED")
-        failed = states.count("ERROR") + sum(
-            1 for t in trials if t.status == "TERMINATED" and (t.last_result or {}).get("trial_status") == "failed")
-        done = states.count("TERMINATED") + states.count("ERROR")
-        waiting = max(self.total - done - running, pending)
+        outcomes = [_outcome(t, self.pruned) for t in trials]
+        running, done = outcomes.count("running"), outcomes.count("done") + outcomes.count("failed")
+        failed = outcomes.count("failed")
+        waiting = max(self.total - done - running, 0)
         elapsed = time.monotonic() - self.started
         eta = "?"
         if done:
@@ -81,6 +100,16 @@ class ProgressView(tune.Callback):
         elif final:
             self.stream.write(text + "\n")
         self.stream.flush()
+
+
+def _outcome(trial: Any, pruned: Callable[[str], bool] | None) -> str:
+    """'done', 'failed', 'running' or 'waiting' (pending, paused, or ended by a stopped study)."""
+    last = (trial.last_result or {}).get("trial_status")
+    if trial.status == "ERROR" or (trial.status == "TERMINATED" and last == "failed"):
+        return "failed"
+    if trial.status == "TERMINATED" and (last in ("completed", "skipped") or (pruned is not None and pruned(trial.trial_id))):
+        return "done"
+    return "running" if trial.status == "RUNNING" else "waiting"
 
 
 def _clock(seconds: float) -> str:

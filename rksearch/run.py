@@ -1,8 +1,11 @@
 """``python -m rksearch.run STUDY.yaml``: validate, plan, train, record, summarise.
 
 Thin by design: parse arguments, load the study, hand it to `engine.run_study`, print the
-summary.  Exit status 0 on success, 2 for a bad study file / option / database / cluster
-(one line each, nothing written), 130 when interrupted (resume with ``--resume``).
+summary.  Exit status 0 when every trial's results are in the database; 1 when a fault (a full
+disk, a database that refuses writes, an internal error) left the study unfinished; 2 for a
+bad study file / option / database / cluster (nothing written); 130 when interrupted.  Every
+failure ends in one ``error:`` line, and every unfinished study in the exact command that
+continues it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
+import shutil
+import signal
 import sys
 import time
 from typing import Sequence
@@ -33,7 +39,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                     help="override a field of the study file (repeatable), e.g. train.epochs=2")
     ap.add_argument("--dry-run", action="store_true", help="print every planned trial with its params and FLOPs, then exit")
-    ap.add_argument("--resume", action="store_true", help="continue an interrupted study without re-running finished trials")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted study without re-running finished trials "
+                    "(trials that failed from an infrastructure fault run again)")
+    ap.add_argument("--retry-failed", action="store_true",
+                    help="with --resume: also run again the trials that failed for other reasons (diverged, errors)")
     ap.add_argument("--storage", help="database URL (default: the study's storage.url, or $RKSEARCH_STORAGE)")
     ap.add_argument("--storage-path", help="checkpoint directory every node can reach (default: storage.checkpoints)")
     ap.add_argument("--address", help="join a Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
@@ -42,16 +51,52 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def resume_command(argv: Sequence[str]) -> str:
+    """The command line that continues the run `argv` started: every option it gave, ``--resume``
+    once, ``--dry-run`` never, shell-quoted.  Rebuilt from the parsed options, so abbreviations
+    (``--storage-p``) and ``--set=...`` spellings come out whole.  The interpreter is ``python``
+    when that is the one running now, else its full path."""
+    args = parser().parse_args(list(argv))
+    found = shutil.which("python")
+    python = "python" if found and os.path.abspath(found) == os.path.abspath(sys.executable) else (
+        sys.executable or "python")
+    words = [python, "-m", "rksearch.run"]
+    if not args.study.startswith("-"):
+        words.append(args.study)
+    for override in args.overrides:
+        words += ["--set", override]
+    for flag, value in (("--storage", args.storage), ("--storage-path", args.storage_path),
+                        ("--address", args.address)):
+        if value is not None:
+            words += [flag, value]
+    words += (["--no-preflight"] * args.no_preflight + ["--verbose"] * args.verbose
+              + ["--retry-failed"] * args.retry_failed + ["--resume"])
+    if args.study.startswith("-"):
+        words += ["--", args.study]
+    return shlex.join(words)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler, ``kill``, a container stopping), handled like Ctrl-C so the
+    study is marked interrupted and the resume command printed before the process exits."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         study, text = load(args.study, args.overrides)
-        from .space import Planner, describe
+        from .space import Node, Planner, describe
 
         if args.dry_run:
-            planner = Planner(study)
+            planner = Planner(study, node=Node.this_machine())
             trials = planner.plan() if study.search.algorithm in ("grid", "random") else [
                 planner.resolve(a, study.seeds[0]) for a in planner.points()]
             if study.search.algorithm not in ("grid", "random"):
@@ -67,30 +112,45 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run = run_study(study, text, storage_url=url, storage_path=args.storage_path,
                         address=args.address or os.environ.get("RAY_ADDRESS"), resume=args.resume,
-                        preflight=not args.no_preflight)
+                        retry_failed=args.retry_failed, preflight=not args.no_preflight)
         from .store.db import redact
 
         print()
-        print(progress.summary(url, redact(url), study.name,
-                               cost="params" if study.search.cost == "params" else "flops"))
-        print(f"\n{run.trained} trained, {run.skipped} skipped, {run.reused} reused, "
+        try:
+            print(progress.summary(url, redact(url), study.name,
+                                   cost="params" if study.search.cost == "params" else "flops"))
+        except StoreError as exc:  # the study ran; only the report cannot be read now
+            print(f"(no summary: {exc})")
+        failed = f" ({run.failed} failed: `results show` says why)" if run.failed else ""
+        print(f"\n{run.trained} trained{failed}, {run.skipped} skipped, {run.reused} reused, "
               f"{run.already_done} done before; {time.strftime('%H:%M:%S', time.gmtime(run.seconds))} wall")
         if run.interrupted:
-            print(f"interrupted: continue with  python -m rksearch.run {args.study} --resume")
+            print(f"interrupted: continue with  {resume_command(argv)}", file=sys.stderr)
             return 130
+        if not run.complete:
+            why = run.fatal or f"{len(run.problems)} trials lack their results: " + "; ".join(run.problems[:3]) + (
+                "; ..." if len(run.problems) > 3 else "")
+            print(f"error: {why}; study {study.name} is not complete: continue with  {resume_command(argv)}",
+                  file=sys.stderr)
+            return 1
         return 0
     except (StudyError, StoreError) as exc:
         for problem in getattr(exc, "problems", None) or str(exc).splitlines():
             print(f"error: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted: continue with  python -m rksearch.run {args.study} --resume", file=sys.stderr)
+        print(f"\ninterrupted: continue with  {resume_command(argv)}", file=sys.stderr)
         return 130
     except Exception as exc:  # preflight problems are their own class; keep the import lazy
         if type(exc).__name__ == "PreflightError":
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        raise
+        if args.verbose:
+            raise
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        print(f"error: {type(exc).__name__}: {lines[-1] if lines else 'no message'} "
+              f"(run with -v for the traceback); continue with  {resume_command(argv)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

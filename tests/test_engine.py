@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -85,24 +86,37 @@ def assert_epochs_complete(trial_rows: list[dict], epoch_rows: list[dict]) -> No
 
 # ---- resume after the driver dies (first: no session Ray running beside it yet) --------------------
 
-def _completed(db: Path) -> int:
+LONG = 100  # epochs of the second trial (~0.06 s each here): part-way through it is a state that holds for seconds
+
+
+def _trial_rows(db: Path) -> list[dict]:
+    """Every trial row in `db` ([] before the tables exist)."""
     if not db.exists():
-        return 0
+        return []
     engine = sa.create_engine(f"sqlite:///{db}")
     try:
         with engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(trials)
-                                .where(trials.c.status == "completed")).scalar_one()
+            return [r._asdict() for r in conn.execute(sa.select(trials))]
     except sa.exc.OperationalError:  # tables not created yet, or briefly locked
-        return 0
+        return []
     finally:
         engine.dispose()
+
+
+def _short_done_long_running(db: Path) -> bool:
+    """True once the 2-epoch trial is completed and the LONG one is part-way (>= 1 epoch recorded)."""
+    by_epochs = {t["dims"]["epochs"]: t for t in _trial_rows(db)}
+    short, long = by_epochs.get(2), by_epochs.get(LONG)
+    assert long is None or long["status"] != "completed", "the long trial finished before the kill"
+    return (short is not None and short["status"] == "completed"
+            and long is not None and long["status"] == "running" and long["epochs_done"] >= 1)
 
 
 def test_resume_after_killing_the_driver(tmp_path: Path) -> None:
     path, db = tmp_path / "resume.yaml", tmp_path / "resume.db"
     doc = yaml.safe_load(TINY.format(name="resume"))
-    doc["space"]["growth"] = [4]  # two trials, one at a time: the kill falls between them
+    # two trials, one at a time, in grid order: 2 epochs, then LONG; the kill falls inside the long one
+    doc["space"] = {"stages": [1], "growth": [4], "epochs": [2, LONG]}
     doc["search"] = {"max_concurrent": 1}
     path.write_text(yaml.safe_dump(doc))
     cmd = [sys.executable, "-m", "rksearch.run", str(path), "--storage", f"sqlite:///{db}",
@@ -110,29 +124,33 @@ def test_resume_after_killing_the_driver(tmp_path: Path) -> None:
     # RAY_ADDRESS=local: the driver starts its own Ray, never the test's or anyone else's
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": "local",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    # its own session: killing the group ends the driver's Ray processes too, and nothing else
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    # its own session: killing the group ends the driver's Ray processes too, and nothing else;
+    # stderr to a file, not an unread pipe that would stall the driver once full
+    log = tmp_path / "driver.err"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True)
     try:
-        deadline = time.monotonic() + 150
-        while _completed(db) < 1:
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "no trial completed in time"
-            time.sleep(0.2)
+        while not _short_done_long_running(db):  # no deadline of its own: the module's pytest timeout bounds it
+            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+            time.sleep(0.1)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    done_before = _completed(db)
-    assert done_before == 1, "the kill came too late to test a resume"
+    before = {t["dims"]["epochs"]: t for t in _trial_rows(db)}
+    assert before[2]["status"] == "completed" and before[LONG]["status"] == "running", before
+    assert 1 <= before[LONG]["epochs_done"] < LONG
 
     again = subprocess.run(cmd + ["--resume"], env=env, cwd=tmp_path, capture_output=True, text=True,
                            timeout=200, start_new_session=True)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"{done_before} done before" in again.stdout
+    assert re.search(r"\b1 done before\b", again.stdout), again.stdout[-3000:]
     trial_rows, epoch_rows = rows(f"sqlite:///{db}", "resume")
-    assert sorted(t["status"] for t in trial_rows) == ["completed"] * 2
-    assert len({t["trial_key"] for t in trial_rows}) == 2
-    assert len({(e["trial_id"], e["epoch"]) for e in epoch_rows}) == len(epoch_rows) == 2 * 2
+    after = {t["dims"]["epochs"]: t for t in trial_rows}
+    assert len(trial_rows) == 2 and [after[2]["status"], after[LONG]["status"]] == ["completed"] * 2
+    assert after[2] == before[2]  # the trial done before was left alone, not trained again
+    assert after[LONG]["id"] == before[LONG]["id"] and after[LONG]["epochs_done"] == LONG
+    assert len({(e["trial_id"], e["epoch"]) for e in epoch_rows}) == len(epoch_rows) == 2 + LONG
     assert_epochs_complete(trial_rows, epoch_rows)
 
 

@@ -1,0 +1,65 @@
+"""Real `python -m rksearch.run` drivers for fault tests: the command, its environment, its rows.
+
+Each driver starts its own local Ray (``RAY_ADDRESS=local``: never the test's or anyone else's)
+in its own session, so a test can signal the driver alone or kill its whole process group.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from rksearch.store.schema import epochs, studies, trials
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": "local",
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **extra}
+
+
+def command(study: Path, db: Path, checkpoints: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "rksearch.run", str(study), "--storage", f"sqlite:///{db}",
+            "--storage-path", str(checkpoints), "--no-preflight", *extra]
+
+
+def run(cmd: list[str], cwd: Path, timeout: float = 300, **extra_env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, env=env(**extra_env), cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          start_new_session=True)
+
+
+def start(cmd: list[str], cwd: Path, stderr: Path) -> subprocess.Popen:
+    """A driver in the background; its stderr to a file (a pipe nobody reads would stall it)."""
+    return subprocess.Popen(cmd, env=env(), cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr.open("w"),
+                            text=True, start_new_session=True)
+
+
+def state(db: Path, name: str) -> tuple[str | None, list[dict], list[tuple[int, int]]]:
+    """Study `name`'s status, its trial rows and its (trial id, epoch) pairs; (None, [], []) before any."""
+    if not db.exists():
+        return None, [], []
+    engine = sa.create_engine(f"sqlite:///{db}")
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(sa.select(studies.c.id, studies.c.status).where(studies.c.name == name)).first()
+            if row is None:
+                return None, [], []
+            rows = [r._asdict() for r in conn.execute(sa.select(trials).where(trials.c.study_id == row.id))]
+            pairs = conn.execute(sa.select(epochs.c.trial_id, epochs.c.epoch)
+                                 .join(trials, epochs.c.trial_id == trials.c.id)
+                                 .where(trials.c.study_id == row.id)).all()
+            return row.status, rows, [tuple(p) for p in pairs]
+    except sa.exc.OperationalError:  # tables not created yet, or briefly locked
+        return None, [], []
+    finally:
+        engine.dispose()
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines a person is meant to read: no traceback, no log records."""
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
