@@ -91,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    started = False
     try:
         study, text = load(args.study, args.overrides)
         from .space import Node, Planner, describe
@@ -110,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import progress
         from .engine import run_study
 
+        started = True  # from here on a study may exist to be continued
         run = run_study(study, text, storage_url=url, storage_path=args.storage_path,
                         address=args.address or os.environ.get("RAY_ADDRESS"), resume=args.resume,
                         retry_failed=args.retry_failed, preflight=not args.no_preflight)
@@ -148,8 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         lines = [line for line in str(exc).splitlines() if line.strip()]
+        hint = f"; continue with  {resume_command(argv)}" if started else ""
         print(f"error: {type(exc).__name__}: {lines[-1] if lines else 'no message'} "
-              f"(run with -v for the traceback); continue with  {resume_command(argv)}", file=sys.stderr)
+              f"(run with -v for the traceback){hint}", file=sys.stderr)
         return 1
 
 

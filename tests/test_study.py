@@ -4,6 +4,14 @@ a bad file or a dry run writes nothing; budgets, dedup and search counts shape t
 from __future__ import annotations
 
 import copy
+import os
+import random
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +21,7 @@ from hypothesis import strategies as st
 
 from rksearch import run
 from rksearch.space import Planner
-from rksearch.study import StudyError, loads
+from rksearch.study import MAX_EXPANDED_VALUES, StudyError, loads
 
 #: a small valid study; the line numbers below are counted in this text
 TINY = """\
@@ -231,3 +239,155 @@ def test_mutated_studies_load_or_fail_cleanly(text: str, tmp_path: Path, capsys)
     assert not db.exists()
     err = capsys.readouterr().err
     assert "Traceback" not in err and all(line.startswith("error: ") for line in err.splitlines())
+
+
+# ---- hostile files: refused in one line, in bounded time and memory ------------------------------
+
+#: the whole refusing process may peak at this, its torch import (~0.8 GB) included
+REFUSAL_MEMORY = int(1.5 * 2**30)
+#: the child's data-segment ceiling: a regression dies of MemoryError here instead of taking the machine
+CHILD_DATA_CEILING = 4 * 2**30
+REPO = Path(__file__).resolve().parents[1]
+
+
+def laughs(names: str = "abcdefghi", width: int = 10) -> list[str]:
+    """The "billion laughs": `name: &name [...]` lines, each ten aliases of the one before (10^9 values)."""
+    lines = [f"{names[0]}: &{names[0]} [{', '.join(['lol'] * width)}]"]
+    for before, name in zip(names, names[1:]):
+        lines.append(f"{name}: &{name} [{', '.join([f'*{before}'] * width)}]")
+    return lines
+
+
+#: the same bomb as one flow value, for --set
+FLOW_LAUGHS = "[" + ", ".join(line.split(": ", 1)[1] for line in laughs()) + "]"
+
+ALIAS_BOMBS = {
+    "description": "name: bomb\ndescription:\n" + "".join(f"  {line}\n" for line in laughs()),
+    "space": "name: bomb\n" + "".join(f"{line}\n" for line in laughs()) + "space:\n  stages: *i\n",
+    "model": "name: bomb\n" + "".join(f"{line}\n" for line in laughs()) + "model: *i\n",
+}
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 60) -> tuple[int, str, str, int]:
+    """``python -m rksearch.run ARGS`` as a real process in `cwd`: exit status, stdout, stderr, peak RSS in bytes.
+
+    The peak is the child's own rusage from wait4 (RUSAGE_CHILDREN keeps the largest child so far,
+    not this one); its data segment is capped and it is killed after `timeout`, so a regression
+    fails this test instead of hanging the suite or exhausting the machine.
+    """
+    def cap_data() -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)  # a ceiling above the hard limit would be refused
+        ceiling = CHILD_DATA_CEILING if hard == resource.RLIM_INFINITY else min(CHILD_DATA_CEILING, hard)
+        resource.setrlimit(resource.RLIMIT_DATA, (ceiling, ceiling))
+
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        child = subprocess.Popen([sys.executable, "-m", "rksearch.run", *args], cwd=cwd, env=env,
+                                 stdout=out, stderr=err, preexec_fn=cap_data)
+        killer = threading.Timer(timeout, child.kill)
+        killer.start()
+        try:
+            _, status, usage = os.wait4(child.pid, 0)
+        finally:
+            killer.cancel()
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return child.returncode, out.read().decode(), err.read().decode(), usage.ru_maxrss * 1024  # Linux: KiB
+
+
+def assert_refused_in_one_line(args: list[str], tmp_path: Path) -> str:
+    """The CLI exits 2 with one error line, no output, and starts nothing (no database in its cwd)."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    status, out, err, peak = run_cli(args, cwd)
+    assert status == 2, err[-2000:]
+    assert out == "" and "Traceback" not in err
+    [line] = err.splitlines()
+    assert line.startswith(f"error: {args[0]}")
+    assert peak < REFUSAL_MEMORY, f"peak {peak / 2**30:.2f} GiB"
+    assert not list(cwd.iterdir())
+    return line
+
+
+@pytest.mark.parametrize("placement, mode", [("description", ["--dry-run"]), ("space", []), ("model", ["--dry-run"])])
+def test_alias_bomb_file_is_refused_in_one_line_with_bounded_memory(placement: str, mode: list[str],
+                                                                    tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(ALIAS_BOMBS[placement])
+    line = assert_refused_in_one_line([str(path), *mode], tmp_path)
+    assert re.match(rf"error: {re.escape(str(path))}:\d+: this value holds more than 100,000 values once YAML "
+                    r"aliases \(&anchor / \*alias\) are expanded", line)
+
+
+@pytest.mark.parametrize("content, mode", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)), ["--dry-run"]),
+    (random.Random(12).randbytes(4096), []),
+])
+def test_binary_file_is_refused_in_one_line(content: bytes, mode: list[str], tmp_path: Path) -> None:
+    path = tmp_path / "picture.yaml"
+    path.write_bytes(content)
+    line = assert_refused_in_one_line([str(path), *mode], tmp_path)
+    with pytest.raises(UnicodeDecodeError) as undecodable:
+        content.decode("utf-8")
+    offset = undecodable.value.start  # 0 for the PNG signature's 0x89
+    assert line == (f"error: {path}: not a text file: byte 0x{content[offset]:02x} at offset {offset} is not UTF-8; "
+                    "a study file is YAML text")
+
+
+def test_alias_bomb_is_refused_at_the_first_value_that_expands_too_far() -> None:
+    [line] = problems("name: bomb\n" + "".join(f"{line}\n" for line in laughs()))
+    # a..d hold 11, 111, 1111, 11111 values; e (line 6) is the first past the cap
+    assert line == (f"s.yaml:6: this value holds more than {MAX_EXPANDED_VALUES:,} values once YAML aliases "
+                    "(&anchor / *alias) are expanded; a whole study has a few hundred, so it is refused")
+
+
+def test_alias_bomb_in_a_set_override_is_blamed_on_the_option() -> None:
+    [line] = problems(TINY, [f"description={FLOW_LAUGHS}"])
+    assert line.startswith(f"--set description: this value holds more than {MAX_EXPANDED_VALUES:,} values")
+
+
+def test_overrides_that_together_make_the_study_too_large_are_refused() -> None:
+    half = "[" + ", ".join(["0"] * (MAX_EXPANDED_VALUES // 2)) + "]"
+    assert loads(TINY, overrides=[f"seeds={half}"])[0].seeds == [0] * (MAX_EXPANDED_VALUES // 2)
+    [line] = problems(TINY, [f"seeds={half}", f"description={half}"])
+    assert line.startswith(f"s.yaml: with its --set overrides the study holds more than {MAX_EXPANDED_VALUES:,} values")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("name: loop\nseeds: &seeds [0, *seeds]\n", "s.yaml:2: this value contains itself through a YAML alias"),
+    ("name: deep\ndescription: " + "[" * sys.getrecursionlimit() + "]" * sys.getrecursionlimit() + "\n",
+     "s.yaml: the document nests too deeply to read"),
+    ("", "s.yaml: the study file is empty"),
+    ("# only a comment\n", "s.yaml: the study file is empty"),
+])
+def test_documents_that_cannot_be_a_study_get_one_line(text: str, expected: str) -> None:
+    [line] = problems(text)
+    assert line.startswith(expected)
+
+
+def test_ordinary_aliases_still_load_and_errors_keep_their_lines() -> None:
+    aliased = TINY.replace("  stages: [1, 2]\n  growth: [4]\n", "  stages: &sizes [1, 2]\n  growth: *sizes\n")
+    assert {(t.assignment["stages"], t.assignment["growth"]) for t in plan(aliased)} == {(1, 1), (1, 2), (2, 1), (2, 2)}
+    text = aliased + "scheduler: &fifo\n  type: fifo\nsearch: *fifo\nbudgets:\n  max_params: lots\n"
+    search, budgets = problems(text)
+    assert search.startswith("s.yaml:20: search.type: unknown field 'type'")  # the alias's line: the one to fix
+    assert budgets.startswith("s.yaml:22: budgets.max_params: 'lots' is not a count")
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("name: x\x00y\n", "not valid YAML: unacceptable character #x0000"),
+    ("", "the study file is empty"),
+    (None, "cannot read the study file (Is a directory)"),
+])
+def test_unreadable_study_paths_get_one_line(content: str | None, expected: str, tmp_path: Path, monkeypatch,
+                                             capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "study.yaml"
+    path.mkdir() if content is None else path.write_text(content)
+    assert run.main([str(path), "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    assert captured.out == "" and line.startswith(f"error: {path}: {expected}")
+    assert list(tmp_path.iterdir()) == [path]
