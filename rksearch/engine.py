@@ -22,6 +22,7 @@ holds every trial's end and every epoch (`Store.missing_results`); otherwise it 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -30,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 import optuna
 import ray
@@ -42,7 +43,8 @@ from ray.tune.search.optuna import OptunaSearch
 from . import failures, progress
 from .checkpoint import first_loadable
 from .space import Node, PlannedTrial, Planner
-from .store import Store, StoreCallback, TrialInfo, open_store
+from .store import Store, StoreCallback, StoreError, TrialInfo, open_store
+from .store.callback import storage_full
 from .store.journal import Journal
 from .study import Choice, Continuous, IntRange, Study
 from .trainable import planned_trial, train_planned
@@ -243,18 +245,20 @@ def run_study(study: Study, study_text: str, *, storage_url: str, storage_path: 
     """Run (or continue) a study to the end; every trial lands in the database at `storage_url`.
 
     The study row ends `completed` only when every trial has its results in the database,
-    else `interrupted` (also when this function raises): never `running` once it returns.
+    else `interrupted` (also when this function raises or is interrupted): never `running`
+    once it returns.
     """
     started = time.monotonic()
     study = _absolute_paths(study)
     store = open_store(storage_url)
     root = Path(storage_path or study.storage.checkpoints).expanduser().resolve() / study.name
     own_ray = not ray.is_initialized()
-    if own_ray:
-        _start_ray(address, root)
-    # priced against the largest node's memory: a trial that cannot fit anywhere is skipped
-    planner = Planner(study, node=Node.largest_ray_node(ray.nodes()))
+    study_id = None
     try:
+        if own_ray:
+            _start_ray(address, root)
+        # priced against the largest node's memory: a trial that cannot fit anywhere is skipped
+        planner = Planner(study, node=Node.largest_ray_node(ray.nodes()))
         if preflight:
             from .preflight import raise_for_problems, run_preflight
 
@@ -264,21 +268,19 @@ def run_study(study: Study, study_text: str, *, storage_url: str, storage_path: 
         study_id = store.begin_study(study.name, study_text, resume=resume)
         journal = Journal.beside(root)
         _replay(store, journal)
-        try:
-            run, expected = _execute(study, planner, store, storage_url, study_id, root, journal, stream,
-                                     retry_failed)
-        except BaseException:
-            _finish_quietly(store, study_id)
-            raise
+        run, expected = _execute(study, planner, store, storage_url, study_id, root, journal, stream, retry_failed)
         run.seconds = time.monotonic() - started
         try:
             _replay(store, journal)
-            run.problems = store.missing_results(study_id, expected)
-        except Exception as exc:  # the database still refuses: the journal keeps everything
-            run.problems = [str(exc)]
+            run.problems = list(store.missing_results(study_id, expected).values())
+        except StoreError as exc:  # the database still refuses: the journal keeps everything
+            run.fatal = run.fatal or str(exc)
         _finish_quietly(store, study_id, "completed" if run.complete else "interrupted")
+        study_id = None  # its end is recorded
         return run
     finally:
+        if study_id is not None:  # an exception or Ctrl-C on the way out: never left running
+            _finish_quietly(store, study_id)
         store.close()
         if own_ray:
             ray.shutdown()
@@ -290,12 +292,12 @@ def _replay(store: Store, journal: Journal) -> None:
         return
     try:
         count = store.replay(journal)
-    except Exception as exc:
-        from .store.db import StoreError
-
-        raise StoreError(f"{len(journal)} results kept in {journal.path} cannot be recorded yet: "
-                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
-                         f"free space on the database's disk, then resume") from None  # fmt: skip
+    except StoreError:
+        raise
+    except Exception as exc:  # the database is still unavailable
+        raise StoreError(f"{len(journal)} results kept in {journal.path} cannot be recorded yet "
+                         f"({type(exc).__name__}: {_one_line(getattr(exc, 'orig', None) or exc)}); "
+                         f"once the database takes writes again, resume") from None  # fmt: skip
     log.warning("results store: recorded %d results kept in %s", count, journal.path)
 
 
@@ -305,28 +307,29 @@ def _finish_quietly(store: Store, study_id: int, status: str = "interrupted") ->
     try:
         store.finish_study(study_id, status)
     except Exception as exc:
-        log.error("results store: cannot mark study %d %s: %s", study_id, status, str(exc).splitlines()[0])
+        log.error("results store: cannot mark study %d %s: %s", study_id, status, _one_line(exc))
 
 
-def _final_keys(store: Store, study_id: int, study: Study, retry_failed: bool) -> set[str]:
-    """Trial keys a resumed study does not train again: completed, skipped, pruned under ASHA
-    (without a scheduler only an interrupted run stops a trial early), and failed unless the
-    failure was the machine's (or `retry_failed`)."""
-    statuses = store.trial_statuses(study_id)
+def _final_keys(statuses: dict[str, str], failed: dict[str, str | None], incomplete: set[str], study: Study,
+                retry_failed: bool) -> set[str]:
+    """Trial keys a resumed study does not train again: completed (with all its epochs), skipped,
+    pruned under ASHA (without a scheduler only an interrupted run stops a trial early), and
+    failed unless the failure was the machine's (or `retry_failed`)."""
     final = FINAL | ({"pruned"} if study.scheduler.type == "asha" else set())
-    failed = store.trial_failures(study_id)
     return {key for key, status in statuses.items()
-            if status in final and not (status == "failed"
-                                        and failures.retried_on_resume(failed.get(key), retry_failed=retry_failed))}
+            if status in final and key not in incomplete
+            and not (status == "failed" and failures.retried_on_resume(failed.get(key), retry_failed=retry_failed))}
 
 
 def _execute(study: Study, planner: Planner, store: Store, storage_url: str, study_id: int, root: Path,
              journal: Journal, stream: TextIO | None, retry_failed: bool = False) -> tuple[StudyRun, list[str]]:
     """Train what the study still needs; the run's counts and the trial keys that must have rows."""
     statuses = store.trial_statuses(study_id)
-    done_before = _final_keys(store, study_id, study, retry_failed)
+    # a completed trial short of an epoch (a write lost before the journal existed): retrain it
+    incomplete = {key for key in store.missing_results(study_id) if statuses.get(key) == "completed"}
+    done_before = _final_keys(statuses, store.trial_failures(study_id), incomplete, study, retry_failed)
     already = sum(1 for key in done_before if statuses[key] != "skipped")
-    counts = {"skipped": sum(1 for key in done_before if statuses[key] == "skipped"), "reused": 0}
+    skipped = {key for key in done_before if statuses[key] == "skipped"}
     reused: set[str] = set()
 
     def settle(trial: PlannedTrial) -> bool:
@@ -336,37 +339,44 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
         if not trial.runnable:
             store.record_skipped(study_id, trial.info(), trial.problem or "")
             statuses[trial.key] = "skipped"
-            counts["skipped"] += 1
+            skipped.add(trial.key)
             return False
         if study.reuse and trial.key not in statuses:
             source = store.find_completed(trial.key)
             if source is not None:
                 store.link_reused(study_id, trial.info(), source)
                 statuses[trial.key] = "completed"
-                counts["reused"] += 1
                 reused.add(trial.key)
                 return False
         return True
+
+    def counts(trained: int = 0, failed: int = 0, interrupted: bool = False, fatal: str | None = None) -> StudyRun:
+        return StudyRun(study_id, len(planned) or total, trained, len(skipped), len(reused), already, interrupted,
+                        0.0, fatal=fatal, failed=failed)
 
     study_json = study.model_dump_json()
     search = study.search
     if search.algorithm in ("grid", "random"):
         planned = planner.plan()
         todo = [t for t in planned if settle(t)]
+        total = len(todo)
+        _abandon(store, study_id, statuses, keep={t.key for t in todo})
         if not todo:
-            return StudyRun(study_id, len(planned), 0, counts["skipped"], counts["reused"], already, False, 0.0), []
-        left, notes = _latest_checkpoints(root, [t for t in todo if t.key in statuses])
+            return counts(), []
+        # a trial to retrain for missing epochs starts again from epoch 0: its checkpoints are past them
+        left, notes = _latest_checkpoints(root, [t for t in todo if t.key in statuses and t.key not in incomplete])
         for note in notes:
             print(f"[{study.name}] {note}", file=stream or sys.stdout, flush=True)
         entries = [{"assignment": t.assignment, "seed": t.seed, "resume_candidates": left.get(t.key[:16], [])}
                    for t in todo]
         param_space = {"trial": tune.grid_search(entries)}
-        searcher, num_samples, total = None, 1, len(todo)
+        searcher, num_samples = None, 1
     else:
-        total = max(search.num_samples - already, 0)  # type: ignore[operator]
         planned = []
+        _abandon(store, study_id, statuses, keep=set())  # Optuna does not continue a trial it drew before
+        total = max(search.num_samples - already, 0)  # type: ignore[operator]
         if total == 0:
-            return StudyRun(study_id, 0, 0, counts["skipped"], 0, already, False, 0.0), []
+            return counts(), []
         searcher = _optuna(study, planner, settle, storage_url)
         param_space, num_samples = {}, total
 
@@ -376,11 +386,8 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
                                   max_t=_max_epochs(study), grace_period=study.scheduler.grace_period,
                                   reduction_factor=study.scheduler.reduction_factor)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables, our view only
-    # Ctrl-C must reach us as KeyboardInterrupt: Tune's own handler would end the trials and
-    # return as if the run were over, and its end callbacks would record them as finished
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     resources_line = ray.cluster_resources()
-    print(f"[{study.name}] {total} trials to train ({counts['skipped']} skipped, {counts['reused']} reused, "
+    print(f"[{study.name}] {total} trials to train ({len(skipped)} skipped, {len(reused)} reused, "
           f"{already} done before) on {resources_line.get('CPU', 0):g} CPUs / {resources_line.get('GPU', 0):g} GPUs; "
           f"checkpoints and Ray logs under {root}", file=stream or sys.stdout, flush=True)
     pruned = scheduler.stopped_trial if scheduler is not None else None
@@ -404,20 +411,44 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
     )
     interrupted = False
     try:
-        tuner.fit()  # its ResultGrid is not read: the database says what finished
+        with _ctrl_c_reaches_us():
+            tuner.fit()  # its ResultGrid is not read: the database says what finished
     except KeyboardInterrupt:
         interrupted = True
     except Exception as exc:  # Tune itself failed (its state on a full disk, a lost head node)
         log.debug("Tune stopped", exc_info=True)
-        recorder.stop(f"Ray Tune stopped: {type(exc).__name__}: {_one_line(exc)}")
+        text = f"{type(exc).__name__}: {_one_line(exc)}"
+        recorder.stop(storage_full(text) if failures.classify(text) == failures.STORAGE_FULL
+                      else f"Ray Tune stopped: {text}")
     view.finish()
-    after = store.trial_statuses(study_id)
-    ended = {"completed", "pruned", "failed"}
-    finished = [status for key, status in after.items()
-                if status in ended and key not in done_before and key not in reused]
-    run = StudyRun(study_id, len(planned) or total, len(finished), counts["skipped"], counts["reused"], already,
-                   interrupted, 0.0, fatal=recorder.fatal, failed=finished.count("failed"))
-    return run, [t.key for t in planned]
+    ended = list(recorder.ended.values())
+    return counts(len(ended), ended.count("failed"), interrupted, recorder.fatal), [t.key for t in planned]
+
+
+def _abandon(store: Store, study_id: int, statuses: dict[str, str], keep: set[str]) -> None:
+    """Trials an earlier run left unfinished that this run will not continue (an Optuna search
+    draws new points; a grid whose study file no longer plans them) end as failed, interrupted:
+    a row may not claim `running` with nothing running it, nor keep the study from completing."""
+    for key, status in statuses.items():
+        if status in ("running", "pending") and key not in keep:
+            store.trial_finished(study_id, key, "failed", "cut short when its study stopped, and not continued",
+                                 failure=failures.INTERRUPTED)
+            statuses[key] = "failed"
+
+
+@contextlib.contextmanager
+def _ctrl_c_reaches_us() -> Iterator[None]:
+    """Ctrl-C as KeyboardInterrupt out of `Tuner.fit`: Tune's own handler would end the trials
+    and return as if the run were over, and its end callbacks would record them as finished."""
+    previous = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous
 
 
 def _one_line(exc: BaseException) -> str:
@@ -546,12 +577,12 @@ def _start_ray(address: str | None, root: Path) -> None:
     os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     # no address: always a fresh local Ray ("local"), never whichever cluster happens to be
     # running on this machine; "auto" or an address joins one deliberately
-    handler = signal.getsignal(signal.SIGTERM)
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
              configure_logging=False)
-    # Ray installs a SIGTERM handler that ends the process at once; put back the caller's own
-    # (run.py's turns SIGTERM into an orderly stop that marks the study interrupted)
-    if callable(handler) and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
+    # Ray installs a SIGTERM handler that exits at once (sys.exit from a C++ hook, before any
+    # cleanup of ours); put back the caller's own (run.py's marks the study interrupted)
+    if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_sigterm)
     log.info("Ray logs: %s", log_file)
 

@@ -23,10 +23,14 @@ CHECKPOINT = "checkpoint"
 DATA_MISSING = "data_missing"
 NODE_LOST = "node_lost"
 WORKER_CRASH = "worker_crash"
+#: cut short when its study stopped and not continued by the next run (an Optuna search draws
+#: new points instead; a grid whose study file no longer plans it)
+INTERRUPTED = "interrupted"
 ERROR = "error"
 
 #: failures of the machine rather than of the trial: ``--resume`` runs these again
-INFRASTRUCTURE = frozenset({OUT_OF_MEMORY, STORAGE_FULL, CHECKPOINT, DATA_MISSING, NODE_LOST, WORKER_CRASH})
+INFRASTRUCTURE = frozenset({OUT_OF_MEMORY, STORAGE_FULL, CHECKPOINT, DATA_MISSING, NODE_LOST, WORKER_CRASH,
+                            INTERRUPTED})
 CATEGORIES = (DIVERGED, *sorted(INFRASTRUCTURE), ERROR)
 
 #: (category, pattern over the error text), first match wins

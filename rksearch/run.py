@@ -82,6 +82,7 @@ class Terminated(KeyboardInterrupt):
 
 
 def _terminate(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM must not break the clean-up
     raise Terminated()
 
 
@@ -137,7 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         return 0
     except (StudyError, StoreError) as exc:
-        for problem in getattr(exc, "problems", None) or str(exc).splitlines():
+        problems = getattr(exc, "problems", None) or str(exc).splitlines()
+        if started:  # the study may exist: say how to continue it once the database is usable
+            problems[-1] += f"; continue with  {resume_command(argv)}"
+        for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -35,8 +35,9 @@ def run(cmd: list[str], cwd: Path, timeout: float = 300, **extra_env: str) -> su
 
 def start(cmd: list[str], cwd: Path, stderr: Path) -> subprocess.Popen:
     """A driver in the background; its stderr to a file (a pipe nobody reads would stall it)."""
-    return subprocess.Popen(cmd, env=env(), cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr.open("w"),
-                            text=True, start_new_session=True)
+    with stderr.open("w") as err:  # the child keeps its own copy of the file
+        return subprocess.Popen(cmd, env=env(), cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, text=True,
+                                start_new_session=True)
 
 
 def state(db: Path, name: str) -> tuple[str | None, list[dict], list[tuple[int, int]]]:

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 import torch
 from ray import tune
 
+import driver
 from rksearch import checkpoint, trainable
 from rksearch.store.schema import epochs, studies, trials
 from rksearch.study import loads
@@ -247,8 +248,7 @@ def test_resume_after_a_kill_survives_truncated_checkpoints(tmp_path: Path, dama
     cmd = [sys.executable, "-m", "rksearch.run", str(path), "--storage", f"sqlite:///{db}",
            "--storage-path", str(storage), "--no-preflight"]
     # RAY_ADDRESS=local: the driver starts its own Ray, never the test's or anyone else's
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": "local",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = driver.env()
     # its own session, so that kill_session ends the driver and its Ray, and nothing else; stderr
     # to a file, which (unlike a pipe nobody reads) can never fill up and stall the driver
     stderr = tmp_path / "driver.err"

@@ -21,6 +21,7 @@ import ray
 import sqlalchemy as sa
 import yaml
 
+import driver
 from raycluster import ray_cluster  # noqa: F401  (the session fixture)
 from rksearch import results
 from rksearch.engine import run_study
@@ -122,8 +123,7 @@ def test_resume_after_killing_the_driver(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "rksearch.run", str(path), "--storage", f"sqlite:///{db}",
            "--storage-path", str(tmp_path / "ck"), "--no-preflight"]
     # RAY_ADDRESS=local: the driver starts its own Ray, never the test's or anyone else's
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": "local",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    env = driver.env()
     # its own session: killing the group ends the driver's Ray processes too, and nothing else;
     # stderr to a file, not an unread pipe that would stall the driver once full
     log = tmp_path / "driver.err"

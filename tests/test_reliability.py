@@ -27,6 +27,7 @@ from raycluster import ray_cluster  # noqa: F401  (the module fixture)
 from rksearch import results
 from rksearch.engine import run_study
 from rksearch.progress import ProgressView
+from rksearch.space import Planner
 from rksearch.store import StoreError, open_store
 from rksearch.store.journal import JOURNAL_NAME
 from rksearch.study import loads
@@ -109,11 +110,14 @@ def test_a_trial_id_is_cached_only_once_its_row_is_committed(tmp_path: Path) -> 
 
 @pytest.mark.ray
 def test_a_database_on_a_full_disk_loses_nothing_and_resumes(tmp_path: Path, small_disk: Path) -> None:
-    (tmp_path / "s.yaml").write_text(TINY.format(name="full-db"))
+    text = TINY.format(name="full-db")
+    (tmp_path / "s.yaml").write_text(text)
     db = small_disk / "r.db"
-    open_store(f"sqlite:///{db}").close()  # the schema fits; the results will not
+    store = open_store(f"sqlite:///{db}")  # the schema and the study row fit; the results will not
+    store.begin_study("full-db", text)
+    store.close()
     filler = fill(small_disk, leave_bytes=60_000)
-    cmd = driver.command(tmp_path / "s.yaml", db, tmp_path / "ck")
+    cmd = driver.command(tmp_path / "s.yaml", db, tmp_path / "ck", "--resume")
     first = driver.run(cmd, tmp_path)
     assert first.returncode == 1, first.stderr[-3000:]
     assert "Traceback" not in first.stderr, first.stderr[-3000:]
@@ -125,7 +129,7 @@ def test_a_database_on_a_full_disk_loses_nothing_and_resumes(tmp_path: Path, sma
     assert status != "completed" and sum(r["status"] == "completed" for r in rows) < 4
 
     filler.unlink()  # space freed: the resume records the journal, then finishes the study
-    again = driver.run(cmd + ["--resume"], tmp_path)
+    again = driver.run(cmd, tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert_all_trained(db, "full-db", trials=4, epochs=3)
     assert not journal.exists()
@@ -250,6 +254,24 @@ def test_a_diverged_trial_stays_failed_unless_retry_failed(tmp_path: Path, ray_c
     shown = subprocess.run([os.sys.executable, "-m", "rksearch.results", "show", "nan", "--storage", url],
                            capture_output=True, text=True, env=driver.env(), timeout=120)
     assert shown.returncode == 0 and "diverged" in shown.stdout and "training loss became" in shown.stdout
+
+
+@pytest.mark.ray
+def test_an_optuna_trial_cut_short_ends_interrupted_and_the_resumed_search_completes(
+        tmp_path: Path, ray_cluster: None) -> None:  # noqa: F811
+    text = TINY.format(name="tpe") + "search: {algorithm: tpe, num_samples: 2}\n"
+    study, study_text = loads(text)
+    store = open_store(f"sqlite:///{tmp_path / 'r.db'}")  # what a SIGKILLed Optuna driver leaves
+    study_id = store.begin_study("tpe", study_text)
+    left = Planner(study).resolve({"stages": 2, "growth": 6}, 0)
+    store.trial_started(study_id, left.info())
+    store.close()
+    run = _run(tmp_path, text, resume=True)
+    assert run.complete and (run.trained, run.already_done) == (2, 0), run
+    rows = results.load(f"sqlite:///{tmp_path / 'r.db'}", "tpe", status=None)
+    assert "running" not in set(rows["status"]) and (rows["status"] == "completed").sum() == 2
+    abandoned = rows[rows["trial_key"] == left.key]
+    assert abandoned["status"].iloc[0] == "completed" or abandoned["failure"].iloc[0] == "interrupted"
 
 
 # ---- 9. counts -------------------------------------------------------------------------------

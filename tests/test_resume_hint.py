@@ -17,9 +17,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
+
+import driver
 
 from rksearch.run import parser, resume_command
 from rksearch.store.schema import epochs, studies, trials
+from test_engine import TINY
 
 
 def _parsed(words: list[str]) -> dict:
@@ -59,27 +63,12 @@ def test_resume_command_keeps_a_study_path_that_looks_like_an_option() -> None:
 
 # ---- the real thing: Ctrl-C a driver, run what it prints ------------------------------------------
 
-STUDY = """\
-name: not-this-name
-data:
-  dataset: digits
-  batch_size: 32
-  limit_train: 64
-  limit_val: 64
-train:
-  epochs: 2
-model:
-  periods: 2
-  steps: 1
-space:
-  stages: [1, 2]
-  growth: [4]
-search:
-  max_concurrent: 1
-resources:
-  cpu: 1
-seeds: [0]
-"""
+def _study_text() -> str:
+    """test_engine's tiny grid cut to two trials run one at a time."""
+    doc = yaml.safe_load(TINY.format(name="not-this-name"))
+    doc["space"]["growth"] = [4]
+    doc["search"] = {"max_concurrent": 1}
+    return yaml.safe_dump(doc)
 
 
 def _state(db: Path, name: str) -> tuple[str | None, list[str], int]:
@@ -106,14 +95,12 @@ def _state(db: Path, name: str) -> tuple[str | None, list[str], int]:
 @pytest.mark.ray
 @pytest.mark.timeout(300)
 def test_the_printed_hint_resumes_the_same_study_after_ctrl_c(tmp_path: Path) -> None:
-    (tmp_path / "study.yaml").write_text(STUDY)
+    (tmp_path / "study.yaml").write_text(_study_text())
     db = tmp_path / "a.db"
     cmd = [sys.executable, "-m", "rksearch.run", "study.yaml", "--storage", f"sqlite:///{db}",
            "--storage-path", str(tmp_path / "ck"), "--set", "name=hinted", "--set", "train.epochs=40",
            "--no-preflight"]
-    # RAY_ADDRESS=local: the driver starts its own Ray, never the test's or anyone else's
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": "local",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    env = driver.env()  # the driver starts its own Ray, never the test's or anyone else's
     # its own session, so the Ctrl-C below reaches the driver alone, as the test chooses
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)

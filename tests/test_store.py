@@ -6,6 +6,8 @@ import json
 import multiprocessing
 import pickle
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -297,7 +299,7 @@ def test_callback_retries_transient_errors_and_never_raises(tmp_path: Path, monk
     journal = Journal(tmp_path / "journal.jsonl")
     kept = StoreCallback(store, study, describe, journal)
     kept.on_trial_start(0, [], FakeTrial("b", {"key": "b", "k": 12}))
-    assert kept.fatal is None and [m for m, _ in journal.entries()] == ["trial_started"]
+    assert kept.fatal is None and [e["method"] for e in journal.entries()] == ["trial_started"]
     assert "keeping results in" in caplog.text and store.trial_statuses(study) == {"a": "running"}
     monkeypatch.setattr(store, "trial_started", real)  # the database is back: the next write flushes
     kept.on_trial_start(0, [], FakeTrial("c", {"key": "c", "k": 12}))
@@ -393,4 +395,61 @@ def test_callback_pickles_without_password_and_reconnects(db_url: str) -> None:
     assert restored.store is None
     run_trials(restored, [1], 2, redeliver=False)
     assert store.trial_statuses(study) == {"key0001": "completed"}
+    store.close()
+
+
+# --------------------------------------------------------------------------- the journal
+
+
+def test_a_failed_append_is_cut_back_and_a_torn_line_cannot_swallow_the_next(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    store = open_store(f"sqlite:///{tmp_path / 'r.db'}")
+    entry = store.journal_entry("trial_finished", 1, "k", "completed")
+    Journal(path).append(entry)
+    size = path.stat().st_size
+    # a real write failure: the file may not grow past 10 more bytes (RLIMIT_FSIZE, EFBIG)
+    script = f"""
+import resource, signal, sys
+from rksearch.store.journal import Journal, JournalError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, ({size + 10}, resource.RLIM_INFINITY))
+try:
+    Journal({str(path)!r}).append({entry!r})
+except JournalError as exc:
+    print("refused:", exc)
+    sys.exit(0)
+sys.exit(1)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "cannot write the results journal" in done.stdout, done.stderr[-2000:]
+    assert path.stat().st_size == size  # nothing half-written is left behind
+    with open(path, "ab") as out:  # what a crash mid-append leaves: a line without its end
+        out.write(b'{"db": "sqlite:///x", "meth')
+    Journal(path).append({**entry, "args": [1, "k2", "completed"]})
+    assert [e["args"][1] for e in Journal(path).entries()] == ["k", "k2"]  # the torn fragment alone is lost
+    store.close()
+
+
+def test_replay_keeps_order_and_time_and_sets_aside_what_the_database_never_takes(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'r.db'}")
+    study = store.begin_study("s", "x")
+    journal = Journal(tmp_path / "journal.jsonl")
+    info = describe({"key": "a", "k": 12})
+    written = [store.journal_entry("trial_started", study, info, None),
+               store.journal_entry("record_epoch", study, "a", epoch_result(0, 1)),
+               store.journal_entry("record_epoch", study, "never-started", epoch_result(0, 1)),  # a bug's write
+               store.journal_entry("trial_finished", study, "a", "completed", None, 3.0, None)]
+    written[0]["at"] = "2020-01-02T03:04:05+00:00"
+    for entry in written:
+        journal.append(entry)
+    assert store.replay(journal) == 4 and not journal.pending()
+    frame = results.load(store.engine.url.render_as_string(hide_password=False), "s")
+    assert frame["epochs"].tolist() == [1] and frame["started_at"].iloc[0].year == 2020
+    [rejected] = [json.loads(line) for line in journal.rejected_path.read_text().splitlines()]
+    assert rejected["args"][1] == "never-started" and "trial_started must come first" in rejected["rejected"]
+
+    journal.append({**written[1], "db": "postgresql+psycopg://u:***@elsewhere/db"})
+    with pytest.raises(StoreError, match="elsewhere"):  # never replayed into the wrong database
+        store.replay(journal)
+    assert journal.pending()
     store.close()

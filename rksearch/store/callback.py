@@ -17,7 +17,6 @@ takes the password from ``PGPASSWORD`` or ``~/.pgpass`` as libpq does.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from ray import tune
 from rksearch import failures
 from rksearch.store.db import StoreError
 from rksearch.store.journal import Journal, JournalError
-from rksearch.store.writer import EPOCH_INPUTS, Store, TrialInfo, open_store
+from rksearch.store.writer import Store, TrialInfo, open_store
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +61,14 @@ class StoreCallback(tune.Callback):
         self.pruned = pruned  # None (no scheduler): nothing is ever pruned
         #: why the study must stop now (results can be kept nowhere, storage is full); None: go on
         self.fatal: str | None = None
+        #: trial key -> the end status recorded for it by this callback (what this run finished)
+        self.ended: dict[str, str] = {}
         self._infos: dict[str, TrialInfo] = {}
         self._started: dict[str, float] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # no engine, no password; start times are per-process clocks and mean nothing elsewhere
-        return {**self.__dict__, "store": None, "_infos": {}, "_started": {}}
+        return {**self.__dict__, "store": None, "_infos": {}, "_started": {}, "ended": {}}
 
     def stop(self, reason: str) -> None:
         """Ask the engine's stopper to end the study (the first reason is the one shown)."""
@@ -109,7 +110,7 @@ class StoreCallback(tune.Callback):
             return
         first = not journal.pending()
         try:
-            journal.append(method, _journal_args(method, args))
+            journal.append(self._store().journal_entry(method, *args))
         except JournalError as exc:
             self.stop(f"results store: cannot record the {what} of a trial: the database refused it ({error}) "
                       f"and {exc}; stopping the study")  # fmt: skip
@@ -149,6 +150,7 @@ class StoreCallback(tune.Callback):
         started = self._started.pop(trial.trial_id)
         wall = time.monotonic() - started
         key = self._info(trial).trial_key
+        self.ended[key] = status
         self._write("trial end", "trial_finished", self.study_id, key, status, error, wall, failure)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -177,8 +179,7 @@ class StoreCallback(tune.Callback):
     def _stop_if_storage_full(self, error_text: str) -> None:
         """A full disk fails every trial the same way: stop the study (resumable) at the first."""
         if failures.classify(error_text) == failures.STORAGE_FULL:
-            self.stop(f"storage full: a trial could not write its checkpoint or results ({_full_line(error_text)}); "
-                      f"study interrupted: free space, then resume it")  # fmt: skip
+            self.stop(storage_full(error_text))
 
 
 def _without_password(url: URL) -> str:
@@ -210,6 +211,12 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def storage_full(error_text: str) -> str:
+    """The one line for a study stopped by a full disk, quoting the line of `error_text` that says so."""
+    return (f"storage full: a trial could not write its checkpoint or results ({_full_line(error_text)}); "
+            f"study interrupted: free space, then resume it")
+
+
 def _full_line(error_text: str) -> str:
     """The line of a traceback that says the disk is full (or its last line)."""
     lines = [line.strip() for line in error_text.splitlines() if line.strip()]
@@ -218,12 +225,3 @@ def _full_line(error_text: str) -> str:
             return line[:300]
     return lines[-1][:300] if lines else "no error text"
 
-
-def _journal_args(method: str, args: tuple) -> list[Any]:
-    """A write's arguments as JSON values (`Store.apply` turns them back)."""
-    if method == "trial_started":
-        return [args[0], dataclasses.asdict(args[1]), *args[2:]]
-    if method == "record_epoch":
-        study_id, key, metrics = args
-        return [study_id, key, {name: metrics[name] for name in EPOCH_INPUTS if name in metrics}]
-    return list(args)

@@ -33,7 +33,12 @@ class JournalError(OSError):
 
 
 class Journal:
-    """An append-only file of ``{"method": ..., "args": [...]}`` store writes."""
+    """An append-only file of store writes, one JSON object a line.
+
+    Each entry is ``{"db": redacted URL, "method": ..., "args": [...], "at": ISO time}``: the
+    database it was meant for (a journal is never replayed into another one), the `Store`
+    method and its JSON arguments, and when the write first happened (kept as the row's time).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -42,21 +47,48 @@ class Journal:
     def beside(cls, checkpoint_root: Path) -> Journal:
         return cls(Path(checkpoint_root) / JOURNAL_NAME)
 
-    def append(self, method: str, args: list[Any]) -> None:
-        """Add one write, durably (flushed and fsynced) before returning; JournalError if not."""
-        line = json.dumps({"method": method, "args": args}, allow_nan=True, default=str) + "\n"
+    @property
+    def rejected_path(self) -> Path:
+        return self.path.with_suffix(".rejected.jsonl")
+
+    def append(self, entry: dict[str, Any]) -> None:
+        """Add one write, durably (flushed and fsynced) before returning; JournalError if not.
+
+        A failed append is cut back off, and a line left unfinished by a crash is ended first,
+        so a partial line can never swallow the next write.
+        """
+        line = json.dumps(entry, allow_nan=True).encode() + b"\n"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as out:
-                out.write(line)
-                out.flush()
-                os.fsync(out.fileno())
+            # unbuffered, so that what reached the file is known and can be cut back exactly
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                data = line if size == 0 or self._ends_a_line(size) else b"\n" + line
+                try:
+                    while data:
+                        data = data[os.write(fd, data):]
+                    os.fsync(fd)
+                except OSError:
+                    os.ftruncate(fd, size)
+                    raise
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise JournalError(exc.errno, f"cannot write the results journal {self.path}: "
                                           f"{exc.strerror or exc}") from exc  # fmt: skip
 
-    def entries(self) -> list[tuple[str, list[Any]]]:
-        """The writes in the order they were appended; a torn last line is left out."""
+    def _ends_a_line(self, size: int) -> bool:
+        with open(self.path, "rb") as f:
+            f.seek(size - 1)
+            return f.read(1) == b"\n"
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The writes in the order they were appended.
+
+        A line that does not parse is what a crash mid-append left: that write was never
+        acknowledged (its trial is re-reported on resume), so it is skipped with a warning.
+        """
         try:
             text = self.path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
@@ -65,8 +97,10 @@ class Journal:
         for number, line in enumerate(text.splitlines(), 1):
             try:
                 entry = json.loads(line)
-                out.append((str(entry["method"]), list(entry["args"])))
-            except (ValueError, KeyError, TypeError):
+                if not isinstance(entry, dict) or not {"db", "method", "args"} <= set(entry):
+                    raise ValueError("not a journal entry")
+                out.append(entry)
+            except ValueError:
                 log.warning("%s:%d: not a complete journal entry (cut short by a crash?); ignored",
                             self.path, number)  # fmt: skip
         return out
@@ -80,6 +114,14 @@ class Journal:
             return self.path.stat().st_size > 0
         except FileNotFoundError:
             return False
+
+    def reject(self, entry: dict[str, Any], reason: str) -> None:
+        """Set aside an entry the database will never take (a bug, not an outage), with why,
+        so it neither blocks the entries after it nor disappears."""
+        with open(self.rejected_path, "a", encoding="utf-8") as out:
+            out.write(json.dumps({**entry, "rejected": reason}, allow_nan=True) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
 
     def clear(self) -> None:
         """Forget every entry: they are all in the database now."""

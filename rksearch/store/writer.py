@@ -14,9 +14,9 @@ import hashlib
 import logging
 import math
 import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,8 +34,6 @@ TRIAL_END_STATUSES = ("completed", "pruned", "failed")
 
 #: metrics-dict keys stored as columns of `epochs`
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
-#: every metrics-dict key `record_epoch` reads (what the journal keeps of a Tune result)
-EPOCH_INPUTS = ("epoch", *EPOCH_METRICS, "best_val_acc", "device", "node_id")
 #: the writes a StoreCallback makes, which the journal may hold
 JOURNALED = ("trial_started", "record_epoch", "trial_finished")
 
@@ -152,9 +150,10 @@ class Store:
         with self.engine.begin() as conn:
             self._upsert_trial(conn, study_id, info, values, values)
 
-    def trial_started(self, study_id: int, info: TrialInfo, node: str | None = None) -> None:
+    def trial_started(self, study_id: int, info: TrialInfo, node: str | None = None,
+                      at: datetime | None = None) -> None:
         """Mark the trial running; a retry keeps its first start time and a recorded skip."""
-        started = _now()
+        started = at or _now()
         skipped = trials.c.status == "skipped"
         keep_skip = sa.case((skipped, "skipped"), else_="running")
         with self.engine.begin() as conn:
@@ -180,7 +179,7 @@ class Store:
         self._trial_ids[(study_id, trial_key)] = trial_id
         return trial_id
 
-    def record_epoch(self, study_id: int, trial_key: str, metrics: dict) -> None:
+    def record_epoch(self, study_id: int, trial_key: str, metrics: dict, at: datetime | None = None) -> None:
         """Store one epoch's metrics and refresh the trial's summary in the same transaction.
 
         The summary (epochs done, best and final accuracy) is recomputed from the stored epochs
@@ -193,7 +192,7 @@ class Store:
         device, node = metrics.get("device"), metrics.get("node_id")
         with self.engine.begin() as conn:
             trial_id = self._trial_id(conn, study_id, trial_key)
-            conn.execute(upsert, {"trial_id": trial_id, "epoch": int(metrics["epoch"]), "recorded_at": _now(), **row})
+            conn.execute(upsert, {"trial_id": trial_id, "epoch": int(metrics["epoch"]), "recorded_at": at or _now(), **row})
             conn.execute(summary, {
                 "tid": trial_id,
                 "reported_best": _number(metrics.get("best_val_acc")),
@@ -230,7 +229,8 @@ class Store:
         return self._epoch_sql
 
     def trial_finished(self, study_id: int, trial_key: str, status: str, error: str | None = None,
-                       wall_seconds: float | None = None, failure: str | None = None) -> None:  # fmt: skip
+                       wall_seconds: float | None = None, failure: str | None = None,
+                       at: datetime | None = None) -> None:  # fmt: skip
         """The trial's end; a failed one carries its error text and its `failures` category."""
         if status not in TRIAL_END_STATUSES:
             raise ValueError(f"trial status must be one of {TRIAL_END_STATUSES}, not {status!r}")
@@ -238,29 +238,59 @@ class Store:
             trial_id = self._trial_id(conn, study_id, trial_key)
             conn.execute(trials.update().where(trials.c.id == trial_id).values(
                 status=status, error=error, failure=failure if status == "failed" else None,
-                wall_seconds=_number(wall_seconds), finished_at=_now()
+                wall_seconds=_number(wall_seconds), finished_at=at or _now()
             ))  # fmt: skip
 
     # ------------------------------------------------------------------ the journal
 
-    def apply(self, method: str, args: list[Any]) -> None:
-        """Make one journaled write (`journal_args` encodes it, this decodes it)."""
+    def journal_entry(self, method: str, *args: Any) -> dict[str, Any]:
+        """A write as a journal entry: JSON arguments, this database's (redacted) URL, the time."""
+        if method not in JOURNALED:
+            raise ValueError(f"{method!r} is not a write the journal keeps; those are {JOURNALED}")
+        values = list(args)
+        if method == "trial_started":
+            values[1] = dataclasses.asdict(values[1])
+        elif method == "record_epoch":
+            metrics = values[2]  # a whole Tune result: keep what record_epoch reads, as JSON values
+            values[2] = {**{name: _number(metrics.get(name)) for name in (*EPOCH_METRICS, "best_val_acc")},
+                         "epoch": int(metrics["epoch"]),
+                         **{name: str(metrics[name]) for name in ("device", "node_id") if metrics.get(name) is not None}}
+        return {"db": self.display_url, "method": method, "args": values, "at": _now().isoformat()}
+
+    def apply(self, entry: dict[str, Any]) -> None:
+        """Make one journaled write (`journal_entry` made it), at its original time."""
+        method, args = entry["method"], list(entry["args"])
         if method not in JOURNALED:
             raise db.StoreError(f"the results journal names an unknown write {method!r}")
         if method == "trial_started":
-            args = [args[0], TrialInfo(**args[1]), *args[2:]]
-        getattr(self, method)(*args)
+            args[1] = TrialInfo(**args[1])
+        getattr(self, method)(*args, at=datetime.fromisoformat(entry["at"]) if entry.get("at") else None)
 
     def replay(self, journal: Journal) -> int:
-        """Apply every write the journal holds, in order, then empty it; how many there were.
+        """Apply the journal's writes in order, then empty it; how many it held.
 
-        All or nothing from the journal's point of view: if one write fails, the exception is
-        raised and the journal is kept whole (the writes already made are idempotent and are
-        simply made again next time).
+        The database being unavailable (a full disk, a lost connection: `OperationalError`)
+        stops the replay and keeps the journal whole; the writes already made are idempotent
+        and are simply made again next time.  An entry the database refuses for any other
+        reason (it never will take it) is set aside in the rejected file with the reason, so
+        one bad entry cannot block a study forever.  A journal written for another database
+        is refused whole: replaying it here would write into the wrong study.
         """
         entries = journal.entries()
-        for method, args in entries:
-            self.apply(method, args)
+        foreign = {entry["db"] for entry in entries} - {self.display_url}
+        if foreign:
+            raise db.StoreError(f"{journal.path} holds results for {sorted(foreign)[0]}, not {self.display_url}: "
+                                f"resume with the --storage the study ran with")  # fmt: skip
+        for entry in entries:
+            try:
+                self.apply(entry)
+            except (sa.exc.OperationalError, sa.exc.InterfaceError):
+                raise
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                journal.reject(entry, reason)
+                log.error("results store: a journaled %s cannot be recorded (%s); set aside in %s",
+                          entry["method"], reason, journal.rejected_path)  # fmt: skip
         journal.clear()
         if entries:
             log.info("results store: %d journaled writes recorded from %s", len(entries), journal.path)
@@ -279,8 +309,8 @@ class Store:
                                 .where(trials.c.study_id == study_id, trials.c.status == "failed"))  # fmt: skip
             return {key: failure for key, failure in rows}
 
-    def missing_results(self, study_id: int, expected: Iterable[str] = ()) -> list[str]:
-        """What keeps the study from being complete, one line per trial (empty: complete).
+    def missing_results(self, study_id: int, expected: Iterable[str] = ()) -> dict[str, str]:
+        """What keeps the study from being complete: trial key -> one line (empty: complete).
 
         A trial is complete when it has reached an end status and, if it completed, holds
         exactly the epochs 1..epochs of its config, each once (the unique key makes "once" a
@@ -297,17 +327,17 @@ class Store:
         )  # fmt: skip
         with db.reading(self.engine) as conn:
             rows = conn.execute(query).all()
-        problems, seen = [], set()
+        problems: dict[str, str] = {}
         for row in rows:
-            seen.add(row.trial_key)
             name = f"{row.model_name} ({row.trial_key[:8]})"
             if row.status not in (*TRIAL_END_STATUSES, "skipped"):
-                problems.append(f"{name}: {row.status}, not finished")
+                problems[row.trial_key] = f"{name}: {row.status}, not finished"
             elif row.status == "completed":
                 planned = int((row.config or {}).get("optim", {}).get("epochs", 0))
                 if not row.recorded == (row.last or 0) == planned:
-                    problems.append(f"{name}: {row.recorded} of {planned} epochs recorded")
-        problems += [f"trial {key[:8]}: no row" for key in expected if key not in seen]
+                    problems[row.trial_key] = f"{name}: {row.recorded} of {planned} epochs recorded"
+        seen = {row.trial_key for row in rows}
+        problems.update({key: f"trial {key[:8]}: no row" for key in expected if key not in seen})
         return problems
 
     # ------------------------------------------------------------------ reuse
