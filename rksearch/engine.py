@@ -334,7 +334,12 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
 
     def settle(trial: PlannedTrial) -> bool:
         """Record what needs no training; True when the trial must train."""
-        if trial.key in done_before:
+        if trial.key in done_before and statuses[trial.key] == "skipped" and trial.runnable:
+            # skipped before, fits now (memory skips depend on the machine the study runs on)
+            store.reopen_skipped(study_id, trial.key)
+            statuses[trial.key] = "pending"
+            skipped.discard(trial.key)
+        elif trial.key in done_before:
             return False
         if not trial.runnable:
             store.record_skipped(study_id, trial.info(), trial.problem or "")

@@ -287,6 +287,20 @@ def test_counts_after_a_resume_are_exact(tmp_path: Path, ray_cluster: None) -> N
     assert again.complete
 
 
+@pytest.mark.ray
+def test_a_trial_skipped_for_memory_trains_once_it_fits(tmp_path: Path, ray_cluster: None) -> None:  # noqa: F811
+    """Memory skips depend on the machine: a resume with room re-prices them instead of keeping the skip."""
+    text = TINY.format(name="mem").replace("space: {stages: [1, 2], growth: [4, 6]}", "space: {stages: [1]}")
+    first = _run(tmp_path, text + "budgets: {max_memory: 1k}\n")
+    assert (first.trained, first.skipped) == (0, 1)
+    [row] = results.load(f"sqlite:///{tmp_path / 'r.db'}", "mem", status=None).to_dict("records")
+    assert row["status"] == "skipped" and "over memory" in row["error"]
+    again = _run(tmp_path, text + "budgets: {max_memory: 10G}\n", resume=True)
+    assert (again.trained, again.skipped, again.already_done) == (1, 0, 0) and again.complete
+    [row] = results.load(f"sqlite:///{tmp_path / 'r.db'}", "mem", status=None).to_dict("records")
+    assert (row["status"], row["error"], row["epochs"]) == ("completed", None, 3)
+
+
 # ---- 10. the live view ignores failed trials ------------------------------------------------
 
 class _Trial:

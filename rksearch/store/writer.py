@@ -150,6 +150,14 @@ class Store:
         with self.engine.begin() as conn:
             self._upsert_trial(conn, study_id, info, values, values)
 
+    def reopen_skipped(self, study_id: int, trial_key: str) -> None:
+        """A skipped trial that now fits (a skip for memory depends on the machine): pending again."""
+        with self.engine.begin() as conn:
+            conn.execute(trials.update()
+                         .where(trials.c.study_id == study_id, trials.c.trial_key == trial_key,
+                                trials.c.status == "skipped")
+                         .values(status="pending", error=None, finished_at=None))  # fmt: skip
+
     def trial_started(self, study_id: int, info: TrialInfo, node: str | None = None,
                       at: datetime | None = None) -> None:
         """Mark the trial running; a retry keeps its first start time and a recorded skip."""
