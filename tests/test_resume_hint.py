@@ -10,19 +10,16 @@ import os
 import re
 import shlex
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 import yaml
 
 import driver
 
 from rksearch.run import parser, resume_command
-from rksearch.store.schema import epochs, studies, trials
 from test_engine import TINY
 
 
@@ -71,27 +68,6 @@ def _study_text() -> str:
     return yaml.safe_dump(doc)
 
 
-def _state(db: Path, name: str) -> tuple[str | None, list[str], int]:
-    """Study `name`'s status, its trials' statuses and its number of epoch rows (None, [], 0 before any)."""
-    if not db.exists():
-        return None, [], 0
-    engine = sa.create_engine(f"sqlite:///{db}")
-    try:
-        with engine.connect() as conn:
-            row = conn.execute(sa.select(studies.c.id, studies.c.status).where(studies.c.name == name)).first()
-            if row is None:
-                return None, [], 0
-            statuses = list(conn.execute(sa.select(trials.c.status).where(trials.c.study_id == row.id)).scalars())
-            joined = epochs.join(trials, epochs.c.trial_id == trials.c.id)
-            n = conn.execute(sa.select(sa.func.count()).select_from(joined)
-                             .where(trials.c.study_id == row.id)).scalar_one()
-            return row.status, statuses, n
-    except sa.exc.OperationalError:  # tables not created yet, or briefly locked
-        return None, [], 0
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.ray
 @pytest.mark.timeout(300)
 def test_the_printed_hint_resumes_the_same_study_after_ctrl_c(tmp_path: Path) -> None:
@@ -100,33 +76,31 @@ def test_the_printed_hint_resumes_the_same_study_after_ctrl_c(tmp_path: Path) ->
     cmd = [sys.executable, "-m", "rksearch.run", "study.yaml", "--storage", f"sqlite:///{db}",
            "--storage-path", str(tmp_path / "ck"), "--set", "name=hinted", "--set", "train.epochs=40",
            "--no-preflight"]
-    env = driver.env()  # the driver starts its own Ray, never the test's or anyone else's
     # its own session, so the Ctrl-C below reaches the driver alone, as the test chooses
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = driver.start(cmd, tmp_path, tmp_path / "stderr.txt")
     try:
         # an epoch recorded: training is under way, with ~80 epochs to go (pytest's timeout bounds the wait)
-        while _state(db, "hinted")[2] < 1:
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
+        while not driver.state(db, "hinted")[2]:
+            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
             time.sleep(0.1)
         os.kill(proc.pid, signal.SIGINT)  # the driver only, as a terminal's Ctrl-C would reach it first
-        out, err = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode == 130, (out + err)[-3000:]
-    assert "Traceback" not in err, err[-3000:]
-    status, statuses, _ = _state(db, "hinted")
+    err = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    status, rows, _ = driver.state(db, "hinted")
+    statuses = [r["status"] for r in rows]
     assert status == "interrupted" and statuses.count("completed") < 2, (status, statuses)
 
-    [hint] = re.findall(r"continue with\s+(.+)", out + err)
+    [hint] = re.findall(r"continue with\s+(.+)", err)
     words = shlex.split(hint)
     assert words.count("--resume") == 1 and "name=hinted" in words and f"sqlite:///{db}" in words
-    again = subprocess.run(words, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=200,
-                           start_new_session=True)
+    again = driver.run(words, tmp_path, timeout=200)
     assert again.returncode == 0, again.stderr[-3000:]
-    status, statuses, n = _state(db, "hinted")
-    assert status == "completed" and statuses == ["completed"] * 2, (status, statuses)
-    assert n == 2 * 40  # the --set epochs (the file says 2), each recorded once
+    status, rows, pairs = driver.state(db, "hinted")
+    assert status == "completed" and [r["status"] for r in rows] == ["completed"] * 2, (status, rows)
+    assert len(pairs) == len(set(pairs)) == 2 * 40  # the --set epochs (the file says 2), each recorded once
     assert not (tmp_path / "rksearch.db").exists()  # nothing went to the default database
