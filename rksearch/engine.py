@@ -45,6 +45,7 @@ from .checkpoint import first_loadable
 from .space import Node, PlannedTrial, Planner
 from .store import Store, StoreCallback, StoreError, TrialInfo, open_store
 from .store.callback import storage_full
+from .store.db import error_line
 from .store.journal import Journal
 from .study import Choice, Continuous, IntRange, Study
 from .trainable import planned_trial, train_planned
@@ -296,7 +297,7 @@ def _replay(store: Store, journal: Journal) -> None:
         raise
     except Exception as exc:  # the database is still unavailable
         raise StoreError(f"{len(journal)} results kept in {journal.path} cannot be recorded yet "
-                         f"({type(exc).__name__}: {_one_line(getattr(exc, 'orig', None) or exc)}); "
+                         f"({type(exc).__name__}: {error_line(exc, store.engine.url)}); "
                          f"once the database takes writes again, resume") from None  # fmt: skip
     log.warning("results store: recorded %d results kept in %s", count, journal.path)
 
@@ -307,7 +308,7 @@ def _finish_quietly(store: Store, study_id: int, status: str = "interrupted") ->
     try:
         store.finish_study(study_id, status)
     except Exception as exc:
-        log.error("results store: cannot mark study %d %s: %s", study_id, status, _one_line(exc))
+        log.error("results store: cannot mark study %d %s: %s", study_id, status, error_line(exc, store.engine.url))
 
 
 def _final_keys(statuses: dict[str, str], failed: dict[str, str | None], incomplete: set[str], study: Study,
@@ -422,7 +423,7 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
         interrupted = True
     except Exception as exc:  # Tune itself failed (its state on a full disk, a lost head node)
         log.debug("Tune stopped", exc_info=True)
-        text = f"{type(exc).__name__}: {_one_line(exc)}"
+        text = f"{type(exc).__name__}: {failures.last_line(str(exc)) or 'no message'}"
         recorder.stop(storage_full(text) if failures.classify(text) == failures.STORAGE_FULL
                       else f"Ray Tune stopped: {text}")
     view.finish()
@@ -454,12 +455,6 @@ def _ctrl_c_reaches_us() -> Iterator[None]:
             os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
         else:
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception's message in one line (the last non-empty one: Ray puts the cause there)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1][:300] if lines else type(exc).__name__
 
 
 def _optuna(study: Study, planner: Planner, record_skip: Callable[[PlannedTrial], Any],

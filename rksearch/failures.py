@@ -51,15 +51,22 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 )  # fmt: skip
 
 
-def classify(error_text: str | None, *, diverged: bool = False) -> str:
-    """The category of a failure from its error text (`diverged`: the trainer said so)."""
-    if diverged:
-        return DIVERGED
+def classify(error_text: str | None) -> str:
+    """The category of a failure from its error text (a diverged trainer names its own)."""
     text = error_text or ""
     for category, pattern in _PATTERNS:
         if pattern.search(text):
             return category
     return ERROR
+
+
+def last_line(text: str, width: int = 300) -> str:
+    """The last non-empty line of an error text, cut to `width` ('' when there is none): a
+    traceback, and the errors Ray wraps, end with what actually happened."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[-1] if len(lines[-1]) <= width else lines[-1][: width - 3] + "..."
 
 
 def retried_on_resume(failure: str | None, *, retry_failed: bool = False) -> bool:

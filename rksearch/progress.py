@@ -107,7 +107,8 @@ def _outcome(trial: Any, pruned: Callable[[str], bool] | None) -> str:
     last = (trial.last_result or {}).get("trial_status")
     if trial.status == "ERROR" or (trial.status == "TERMINATED" and last == "failed"):
         return "failed"
-    if trial.status == "TERMINATED" and (last in ("completed", "skipped") or (pruned is not None and pruned(trial.trial_id))):
+    stopped_by_scheduler = pruned is not None and pruned(trial.trial_id)
+    if trial.status == "TERMINATED" and (last in ("completed", "skipped") or stopped_by_scheduler):
         return "done"
     return "running" if trial.status == "RUNNING" else "waiting"
 

@@ -18,6 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from rksearch import failures
 from rksearch.pareto import pareto
 from rksearch.store import db
 from rksearch.store.db import StoreError
@@ -185,13 +186,9 @@ def _export(frame: pd.DataFrame, fmt: str, output: Path | None) -> str | None:
     return None
 
 
-def _reason(error: object, width: int = 80) -> str:
-    """Why a trial failed or was skipped, in one short line: the last line of its error text
-    (a traceback ends with the exception), cut to `width`."""
-    lines = [line.strip() for line in (error if isinstance(error, str) else "").splitlines() if line.strip()]
-    if not lines:
-        return ""
-    return lines[-1] if len(lines[-1]) <= width else lines[-1][: width - 3] + "..."
+def _reason(error: object) -> str:
+    """Why a trial failed or was skipped, in one short line (None and NaN: no reason)."""
+    return failures.last_line(error, 80) if isinstance(error, str) else ""
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ import sys
 import time
 from typing import Sequence
 
+from .failures import last_line
 from .study import StudyError, load
 from .store import StoreError
 
@@ -153,9 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if args.verbose:
             raise
-        lines = [line for line in str(exc).splitlines() if line.strip()]
         hint = f"; continue with  {resume_command(argv)}" if started else ""
-        print(f"error: {type(exc).__name__}: {lines[-1] if lines else 'no message'} "
+        print(f"error: {type(exc).__name__}: {last_line(str(exc)) or 'no message'} "
               f"(run with -v for the traceback){hint}", file=sys.stderr)
         return 1
 

@@ -7,8 +7,11 @@ in its own session, so a test can signal the driver alone or kill its whole proc
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -38,6 +41,26 @@ def start(cmd: list[str], cwd: Path, stderr: Path) -> subprocess.Popen:
     with stderr.open("w") as err:  # the child keeps its own copy of the file
         return subprocess.Popen(cmd, env=env(), cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, text=True,
                                 start_new_session=True)
+
+
+def stop_when(cmd: list[str], cwd: Path, ready: Callable[[], bool], stop: Callable[[subprocess.Popen], None],
+              timeout: float = 120) -> tuple[int, str]:
+    """Start a driver, wait until `ready()` (polled; the test's own timeout bounds the wait, and a
+    driver that exits first fails the test), `stop` it (a signal, a kill) and wait for it to end.
+    Its exit status and stderr; whatever is left of it is SIGKILLed on the way out."""
+    log = cwd / "driver.err"
+    proc = start(cmd, cwd, log)
+    try:
+        while not ready():
+            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+            time.sleep(0.05)
+        stop(proc)
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, log.read_text(errors="replace")
 
 
 def state(db: Path, name: str) -> tuple[str | None, list[dict], list[tuple[int, int]]]:

@@ -13,8 +13,6 @@ import os
 import shutil
 import signal
 import stat
-import subprocess
-import sys
 import threading
 import time
 import types
@@ -245,25 +243,16 @@ def test_resume_after_a_kill_survives_truncated_checkpoints(tmp_path: Path, dama
     name = f"cut-{damaged}"
     path, db, storage = tmp_path / "study.yaml", tmp_path / "study.db", tmp_path / "ck"
     path.write_text(STUDY.format(name=name))
-    cmd = [sys.executable, "-m", "rksearch.run", str(path), "--storage", f"sqlite:///{db}",
-           "--storage-path", str(storage), "--no-preflight"]
-    # RAY_ADDRESS=local: the driver starts its own Ray, never the test's or anyone else's
-    env = driver.env()
-    # its own session, so that kill_session ends the driver and its Ray, and nothing else; stderr
-    # to a file, which (unlike a pipe nobody reads) can never fill up and stall the driver
-    stderr = tmp_path / "driver.err"
-    with stderr.open("wb") as err:
-        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (len(_checkpoints(storage / name)) >= 2 and _db_state(db)[1] >= 2):
-            assert proc.poll() is None, stderr.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the trial did not reach two checkpointed epochs in time"
-            time.sleep(0.02)
-    finally:
-        kill_session(proc.pid)  # start_new_session: the session's id is the driver's pid
-        proc.wait()
+    cmd = driver.command(path, db, storage)
+    deadline = time.monotonic() + 120
+
+    def two_checkpointed_epochs() -> bool:
+        assert time.monotonic() < deadline, "the trial did not reach two checkpointed epochs in time"
+        return len(_checkpoints(storage / name)) >= 2 and _db_state(db)[1] >= 2
+
+    # its own session, so that kill_session ends the driver and its Ray, and nothing else
+    driver.stop_when(cmd, tmp_path, ready=two_checkpointed_epochs,
+                     stop=lambda proc: kill_session(proc.pid))  # the session's id is the driver's pid
     status, stored = _db_state(db)
     assert status == "running" and stored < EPOCHS, "the kill came too late to test a resume"
 
@@ -271,8 +260,7 @@ def test_resume_after_a_kill_survives_truncated_checkpoints(tmp_path: Path, dama
     cut = kept if damaged == "all" else kept[:1]
     for directory in cut:
         truncate(directory / checkpoint.CHECKPOINT_NAME)
-    again = subprocess.run(cmd + ["--resume"], env=env, cwd=tmp_path, capture_output=True, text=True,
-                           timeout=150, start_new_session=True)
+    again = driver.run(cmd + ["--resume"], tmp_path, timeout=150)
     assert again.returncode == 0, again.stderr[-3000:]
 
     trial_rows, epoch_rows = _rows(db, name)

@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -120,29 +119,15 @@ def test_resume_after_killing_the_driver(tmp_path: Path) -> None:
     doc["space"] = {"stages": [1], "growth": [4], "epochs": [2, LONG]}
     doc["search"] = {"max_concurrent": 1}
     path.write_text(yaml.safe_dump(doc))
-    cmd = [sys.executable, "-m", "rksearch.run", str(path), "--storage", f"sqlite:///{db}",
-           "--storage-path", str(tmp_path / "ck"), "--no-preflight"]
-    # RAY_ADDRESS=local: the driver starts its own Ray, never the test's or anyone else's
-    env = driver.env()
-    # its own session: killing the group ends the driver's Ray processes too, and nothing else;
-    # stderr to a file, not an unread pipe that would stall the driver once full
-    log = tmp_path / "driver.err"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)
-    try:
-        while not _short_done_long_running(db):  # no deadline of its own: the module's pytest timeout bounds it
-            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-            time.sleep(0.1)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    cmd = driver.command(path, db, tmp_path / "ck")
+    # its own session: killing the group ends the driver's Ray processes too, and nothing else
+    driver.stop_when(cmd, tmp_path, ready=lambda: _short_done_long_running(db),
+                     stop=lambda proc: os.killpg(proc.pid, signal.SIGKILL))
     before = {t["dims"]["epochs"]: t for t in _trial_rows(db)}
     assert before[2]["status"] == "completed" and before[LONG]["status"] == "running", before
     assert 1 <= before[LONG]["epochs_done"] < LONG
 
-    again = subprocess.run(cmd + ["--resume"], env=env, cwd=tmp_path, capture_output=True, text=True,
-                           timeout=200, start_new_session=True)
+    again = driver.run(cmd + ["--resume"], tmp_path, timeout=200)
     assert again.returncode == 0, again.stderr[-3000:]
     assert re.search(r"\b1 done before\b", again.stdout), again.stdout[-3000:]
     trial_rows, epoch_rows = rows(f"sqlite:///{db}", "resume")

@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -164,19 +163,9 @@ def test_sigterm_leaves_the_study_interrupted_with_the_resume_command(tmp_path: 
     (tmp_path / "s.yaml").write_text(TINY.format(name="term"))
     db = tmp_path / "r.db"
     cmd = driver.command(tmp_path / "s.yaml", db, tmp_path / "ck", "--set", "train.epochs=200")
-    proc = driver.start(cmd, tmp_path, tmp_path / "stderr.txt")
-    try:
-        while not driver.state(db, "term")[2]:  # an epoch recorded: training is under way
-            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    err = (tmp_path / "stderr.txt").read_text()
-    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    returncode, err = driver.stop_when(cmd, tmp_path, ready=lambda: bool(driver.state(db, "term")[2]),  # training
+                                       stop=lambda proc: proc.send_signal(signal.SIGTERM))
+    assert returncode == 130 and "Traceback" not in err, err[-3000:]
     assert "continue with" in err and "--resume" in err
     assert driver.state(db, "term")[0] == "interrupted"
 

@@ -11,7 +11,6 @@ import re
 import shlex
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -73,24 +72,12 @@ def _study_text() -> str:
 def test_the_printed_hint_resumes_the_same_study_after_ctrl_c(tmp_path: Path) -> None:
     (tmp_path / "study.yaml").write_text(_study_text())
     db = tmp_path / "a.db"
-    cmd = [sys.executable, "-m", "rksearch.run", "study.yaml", "--storage", f"sqlite:///{db}",
-           "--storage-path", str(tmp_path / "ck"), "--set", "name=hinted", "--set", "train.epochs=40",
-           "--no-preflight"]
-    # its own session, so the Ctrl-C below reaches the driver alone, as the test chooses
-    proc = driver.start(cmd, tmp_path, tmp_path / "stderr.txt")
-    try:
-        # an epoch recorded: training is under way, with ~80 epochs to go (pytest's timeout bounds the wait)
-        while not driver.state(db, "hinted")[2]:
-            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
-            time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGINT)  # the driver only, as a terminal's Ctrl-C would reach it first
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    err = (tmp_path / "stderr.txt").read_text()
-    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    cmd = driver.command(Path("study.yaml"), db, tmp_path / "ck", "--set", "name=hinted", "--set", "train.epochs=40")
+    # an epoch recorded: training is under way, with ~80 epochs to go; then Ctrl-C, as a terminal's
+    # reaches the driver first (its own session: nothing else gets it)
+    returncode, err = driver.stop_when(cmd, tmp_path, ready=lambda: bool(driver.state(db, "hinted")[2]),
+                                       stop=lambda proc: os.kill(proc.pid, signal.SIGINT))
+    assert returncode == 130 and "Traceback" not in err, err[-3000:]
     status, rows, _ = driver.state(db, "hinted")
     statuses = [r["status"] for r in rows]
     assert status == "interrupted" and statuses.count("completed") < 2, (status, statuses)

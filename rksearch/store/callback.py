@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 from ray import tune
 
 from rksearch import failures
-from rksearch.store.db import StoreError
+from rksearch.store.db import StoreError, error_line
 from rksearch.store.journal import Journal, JournalError
 from rksearch.store.writer import Store, TrialInfo, open_store
 
@@ -121,17 +121,22 @@ class StoreCallback(tune.Callback):
 
     def _commit(self, what: str, method: str, args: tuple) -> str | None:
         """Make the write, retrying with backoff; None when done, else the last error's line."""
-        for attempt, delay in enumerate((*RETRY_DELAYS_S, None)):
-            try:
-                getattr(self._store(), method)(*args)
+        for delay in RETRY_DELAYS_S:
+            error = self._attempt(method, args)
+            if error is None:
                 return None
-            except (sqlalchemy.exc.SQLAlchemyError, StoreError) as exc:
-                message = _first_line(exc)
-                if delay is None:
-                    return message
-                log.info("results store: %s failed (%s); retrying in %.1f s", what, message, delay)
-                time.sleep(delay)
-        return None  # unreachable: the last delay is None
+            log.info("results store: %s failed (%s); retrying in %.1f s", what, error, delay)
+            time.sleep(delay)
+        return self._attempt(method, args)
+
+    def _attempt(self, method: str, args: tuple) -> str | None:
+        """One try at the write: None when it is in, else the database's error in one line."""
+        try:
+            getattr(self._store(), method)(*args)
+            return None
+        except (sqlalchemy.exc.SQLAlchemyError, StoreError) as exc:
+            # the live engine's URL holds the password to scrub; without one there is none to leak
+            return error_line(exc, self.store.engine.url if self.store is not None else make_url(self._url))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._started[trial.trial_id] = time.monotonic()
@@ -204,13 +209,6 @@ def _tail(text: str) -> str:
     return text if len(text) <= ERROR_CHARS else "..." + text[-ERROR_CHARS:]
 
 
-def _first_line(exc: BaseException) -> str:
-    """A database error in one line (SQLAlchemy appends the statement and a link)."""
-    original = getattr(exc, "orig", None)
-    text = str(original if original is not None else exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def storage_full(error_text: str) -> str:
     """The one line for a study stopped by a full disk, quoting the line of `error_text` that says so."""
     return (f"storage full: a trial could not write its checkpoint or results ({_full_line(error_text)}); "
@@ -223,5 +221,5 @@ def _full_line(error_text: str) -> str:
     for line in lines:
         if failures.classify(line) == failures.STORAGE_FULL:
             return line[:300]
-    return lines[-1][:300] if lines else "no error text"
+    return failures.last_line(error_text) or "no error text"
 

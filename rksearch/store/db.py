@@ -205,8 +205,13 @@ def connect(url: str, *, create: bool = True) -> Engine:
         raise
     except Exception as exc:  # unreachable server, authentication, a file that is not a database
         engine.dispose()
-        raise StoreError(f"cannot open {redact(engine.url)}: {_scrub(_driver_message(exc), engine.url)}") from None
+        raise StoreError(f"cannot open {redact(engine.url)}: {error_line(exc, engine.url)}") from None
     return engine
+
+
+def error_line(exc: BaseException, url: URL) -> str:
+    """A database error in one line: the driver's own message, with `url`'s password scrubbed."""
+    return _scrub(_driver_message(exc), url)
 
 
 def _driver_message(exc: BaseException) -> str:

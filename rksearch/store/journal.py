@@ -11,8 +11,8 @@ The file lives beside the study's checkpoints (usually another disk than the dat
 already the place a resumed study reads).  `Store.replay` empties it at the start of every run
 of the study and at its end; a study is never marked completed while it holds anything.
 
-A line cut short by a crash during its append is the last line and is ignored when read: the
-write it held was never acknowledged, and the trial it belongs to is re-reported on resume.
+A line cut short by a crash during its append is ended by the next append and skipped when
+read: the write it held was never acknowledged, and its trial is re-reported on resume.
 """
 
 from __future__ import annotations

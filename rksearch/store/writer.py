@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from rksearch import failures
 from rksearch.store import db, environment
 from rksearch.store.journal import Journal
 from rksearch.store.schema import epochs, studies, trials
@@ -242,6 +243,8 @@ class Store:
         """The trial's end; a failed one carries its error text and its `failures` category."""
         if status not in TRIAL_END_STATUSES:
             raise ValueError(f"trial status must be one of {TRIAL_END_STATUSES}, not {status!r}")
+        if failure is not None and failure not in failures.CATEGORIES:
+            raise ValueError(f"failure must be one of {failures.CATEGORIES}, not {failure!r}")
         with self.engine.begin() as conn:
             trial_id = self._trial_id(conn, study_id, trial_key)
             conn.execute(trials.update().where(trials.c.id == trial_id).values(
@@ -295,7 +298,7 @@ class Store:
             except (sa.exc.OperationalError, sa.exc.InterfaceError):
                 raise
             except Exception as exc:
-                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                reason = f"{type(exc).__name__}: {db.error_line(exc, self.engine.url)}"
                 journal.reject(entry, reason)
                 log.error("results store: a journaled %s cannot be recorded (%s); set aside in %s",
                           entry["method"], reason, journal.rejected_path)  # fmt: skip
