@@ -3,7 +3,8 @@
 Thin by design: parse arguments, load the study, hand it to `engine.run_study`, print the
 summary.  Exit status 0 when every trial's results are in the database; 1 when a fault (a full
 disk, a database that refuses writes, an internal error) left the study unfinished; 2 for a
-bad study file / option / database / cluster (nothing written); 130 when interrupted.  Every
+bad study file / option / database / cluster, refused before anything trains; 130 when
+interrupted (Ctrl-C or SIGTERM).  Every
 failure ends in one ``error:`` line, and every unfinished study in the exact command that
 continues it.
 """
