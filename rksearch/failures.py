@@ -37,15 +37,15 @@ CATEGORIES = (DIVERGED, *sorted(INFRASTRUCTURE), ERROR)
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (category, re.compile(pattern, re.IGNORECASE))
     for category, pattern in (
-        (OUT_OF_MEMORY, r"OutOfMemoryError|\bMemoryError\b|out of memory|memory pressure|"
+        (OUT_OF_MEMORY, r"OutOfMemoryError|\bMemoryError\b|out of memory|low on memory|memory pressure|"
                         r"Cannot allocate memory|DefaultCPUAllocator: can't allocate"),
         (STORAGE_FULL, r"No space left on device|ENOSPC|Disk quota exceeded|database or disk is full"),
-        (CHECKPOINT, r"PytorchStreamReader|UnpicklingError|checkpoint format|unreadable checkpoint|"
+        (CHECKPOINT, r"PytorchStreamReader|UnpicklingError|UnreadableCheckpoint|checkpoint \S+ is unreadable|"
                      r"no checkpoint\.pt in"),
-        (DATA_MISSING, r"\bDataError\b|FileNotFoundError"),
+        (DATA_MISSING, r"\bDataError\b|FileNotFoundError|not found under|download into .{0,300} failed"),
         (NODE_LOST, r"NodeDiedError|node .{0,80}(died|was terminated|is dead)|"
                     r"ActorUnavailableError|raylet .{0,40}died"),
-        (WORKER_CRASH, r"ActorDiedError|WorkerCrashedError|RayActorError|worker .{0,40}died|"
+        (WORKER_CRASH, r"ActorDiedError|WorkerCrashedError|RayActorError|(worker|actor) .{0,40}died|"
                        r"SIGKILL|SIGSEGV|Segmentation fault|exit code -?9\b"),
     )
 )  # fmt: skip
