@@ -25,10 +25,13 @@ import numpy as np
 import torch
 
 CHECKPOINT_NAME = "checkpoint.pt"
-FORMAT = 1
-#: what a format-1 checkpoint holds besides ``format``: `train._Trainer.state` writes these and
+#: 2: with the best epoch and its weights (format 1 had neither, so a trial cannot be told
+#: from it which epoch validation chose: it is not resumed from, it starts again)
+FORMAT = 2
+#: what a format-2 checkpoint holds besides ``format``: `train._Trainer.state` writes these and
 #: `train._Trainer.restore` needs every one, so a file without one of them cannot be resumed from
-KEYS = frozenset({"epoch", "best_val_acc", "metrics", "model", "optimizer", "scheduler", "scaler", "rng"})
+KEYS = frozenset({"epoch", "best_val_acc", "best_epoch", "best_model", "metrics", "model", "optimizer",
+                  "scheduler", "scaler", "rng"})
 #: how a zip archive (what `torch.save` writes) begins
 ZIP_MAGIC = b"PK\x03\x04"
 

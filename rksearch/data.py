@@ -1,8 +1,13 @@
 """Data for one trial: CIFAR-10/100, SVHN, ImageNet folders, scikit-learn digits, synthetic.
 
-Every data set ends up as two `BatchSource`s (train, validation) that yield normalised
+Every data set ends up as three `BatchSource`s (train, validation, test) that yield normalised
 float batches on the trial's device, seeded per epoch, so that a resumed trial sees exactly
 the batches an uninterrupted one would have seen.
+
+Validation selects, test reports: by default the validation split is a stratified holdout of
+the training set (`split_seed`, the same images for every trial of a study), and the official
+test set is read only once a trial has finished (`rksearch.train`).  A study reproducing the
+paper's protocol sets ``validation: test`` and is then marked "selected on test" everywhere.
 
 Small data sets (all but ImageNet) are held in memory as one uint8 tensor on the trial's
 device; batches are cut, augmented and normalised there.  A CPU trial pays no per-image
@@ -63,9 +68,10 @@ class DataError(RuntimeError):
 class DataConfig(BaseModel):
     """The `data` section of a trial config.
 
-    `validation` picks the split the trial reports on: the official test set (as the paper
-    reports) or a `holdout_fraction` of train drawn with `split_seed` (fixed by default, so
-    every trial of a study is scored on the same images whatever its training seed).
+    `validation` picks the split that selects (the search metric, the scheduler, the best
+    epoch): by default a stratified `holdout_fraction` of train drawn with `split_seed` (fixed,
+    so every trial of a study is scored on the same images whatever its training seed); or,
+    as the paper did, the official test set itself, which then selects *and* reports.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -74,7 +80,9 @@ class DataConfig(BaseModel):
     root: Path = DEFAULT_ROOT
     download: bool = False
     verify: bool = Field(False, description="check the official md5 sums of the files (always done on download)")
-    validation: Literal["test", "holdout"] = "test"
+    validation: Literal["holdout", "test"] = Field(
+        "holdout", description="holdout: a stratified split of train selects and the test set reports; "
+                               "test: the test set does both (the paper's protocol: say so)")
     holdout_fraction: float = Field(0.1, gt=0, lt=1)
     split_seed: int = 0
     augment: Augment | None = Field(None, description="default: 'imagenet' for imagenet, else 'none' (the paper)")
@@ -83,10 +91,12 @@ class DataConfig(BaseModel):
     num_workers: int | None = Field(None, ge=0, description="DataLoader workers (imagenet); default: the trial's CPUs")
     limit_train: int | None = Field(None, ge=1)
     limit_val: int | None = Field(None, ge=1)
+    limit_test: int | None = Field(None, ge=1)
     image_size: int | None = Field(None, ge=8, description="synthetic and imagenet only; default 32 / 224")
     num_classes: int = Field(10, ge=2, description="synthetic only")
     train_size: int = Field(1024, ge=1, description="synthetic only")
-    val_size: int = Field(256, ge=1, description="synthetic only")
+    val_size: int = Field(256, ge=1, description="synthetic only: the size of its test set (and, with "
+                                                 "validation: test, of the validation one)")
 
     @field_validator("root")
     @classmethod
@@ -104,6 +114,8 @@ class DataConfig(BaseModel):
             raise ValueError(f"image_size: {self.dataset} images are 32x32; only synthetic and imagenet take a size")
         if self.download and self.dataset not in ("cifar10", "cifar100", "svhn"):
             raise ValueError(f"download: only cifar10, cifar100 and svhn can be downloaded, not {self.dataset}")
+        if self.validation == "test" and self.limit_test is not None:
+            raise ValueError("limit_test: with validation: test one split selects and reports; limit it with limit_val")
         if self.augment is None:
             self.augment = "imagenet" if self.dataset == "imagenet" else "none"
         elif self.augment == "imagenet" and self.dataset != "imagenet":
@@ -127,15 +139,18 @@ class BatchSource(Protocol):
 
 @dataclass
 class TrialData:
+    """The trial's splits; `val` is `test` itself under ``validation: test``."""
+
     train: BatchSource
     val: BatchSource
+    test: BatchSource
     num_classes: int
     stem: Literal["cifar", "imagenet"]
     image_size: int
 
 
 def load(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") -> TrialData:
-    """Read `cfg.dataset` and return its train and validation batch sources on `device`.
+    """Read `cfg.dataset` and return its train, validation and test batch sources on `device`.
 
     `seed` (the trial's) orders the training batches and draws their augmentation.
     """
@@ -144,18 +159,24 @@ def load(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") -> Tria
         return _load_folder(cfg, seed, device)
     train, test = _read_arrays(cfg)
     if cfg.validation == "holdout":
-        keep, held = _holdout(len(train[1]), cfg.holdout_fraction, cfg.split_seed)
-        train, test = _take(train, keep), _take(train, held)
+        keep, held = _holdout(train[1], cfg.holdout_fraction, cfg.split_seed)
+        train, val = _take(train, keep), _take(train, held)
+        val = _take(val, _subset(len(val[1]), cfg.limit_val, cfg.split_seed))
+        test = _take(test, _subset(len(test[1]), cfg.limit_test, cfg.split_seed))
+    else:  # the test set selects and reports: one split, limited by limit_val
+        val = test = _take(test, _subset(len(test[1]), cfg.limit_val, cfg.split_seed))
     train = _take(train, _subset(len(train[1]), cfg.limit_train, cfg.split_seed))
-    test = _take(test, _subset(len(test[1]), cfg.limit_val, cfg.split_seed))
     images, labels = train
     mean, std = NORMALISATION.get(cfg.dataset) or _measure(images)
     normalise = Normalise(mean, std, device)
-    log.info("%s: %d training and %d validation images (%s)", cfg.dataset, len(labels), len(test[1]), cfg.validation)
+    log.info("%s: %d training, %d validation (%s) and %d test images", cfg.dataset, len(labels), len(val[1]),
+             cfg.validation, len(test[1]))
+    val_batches = TensorBatches(*val, cfg.eval_batch_size, normalise, device)
     return TrialData(
         train=TensorBatches(*train, cfg.batch_size, normalise, device, shuffle=True,
                             flip_crop=cfg.augment == "flip-crop", seed=seed),
-        val=TensorBatches(*test, cfg.eval_batch_size, normalise, device),
+        val=val_batches,
+        test=val_batches if val is test else TensorBatches(*test, cfg.eval_batch_size, normalise, device),
         num_classes=cfg.num_classes if cfg.dataset == "synthetic" else CLASSES[cfg.dataset],
         stem=stem_for(cfg.size),
         image_size=cfg.size,
@@ -345,13 +366,32 @@ def _synthetic(cfg: DataConfig) -> tuple[Split, Split]:
     return draw(cfg.train_size), draw(cfg.val_size)
 
 
-def _holdout(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """(kept, held-out) indices: a seeded `fraction` of n held out for validation, both sorted."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    held = max(1, round(n * fraction))
-    if held >= n:
-        raise DataError(f"holdout_fraction {fraction} leaves no training images out of {n}")
-    return order[held:].sort().values, order[:held].sort().values
+def _holdout(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """(kept, held-out) indices, both sorted: a stratified, seeded `fraction` held out for validation.
+
+    ``round(n * fraction)`` images (at least one) are held out, shared among the classes in
+    proportion to their sizes (largest remainders first, ties in seeded order), so the
+    holdout's class balance is the training set's.  The draw depends on `seed` and the labels.
+    """
+    n = len(labels)
+    total = max(1, round(n * fraction))
+    if total >= n:
+        raise DataError(f"holdout_fraction {fraction} of {n} training images leaves no training images")
+    gen = torch.Generator().manual_seed(seed)
+    classes, sizes = torch.unique(labels, return_counts=True)
+    quotas = sizes.double() * total / n
+    counts = quotas.floor().long()
+    by_remainder = torch.randperm(len(classes), generator=gen)
+    by_remainder = by_remainder[torch.argsort((quotas - counts)[by_remainder], descending=True, stable=True)]
+    counts[by_remainder[: total - int(counts.sum())]] += 1
+    held_parts = []
+    for label, count in zip(classes.tolist(), counts.tolist()):
+        members = torch.nonzero(labels == label).flatten()
+        held_parts.append(members[torch.randperm(len(members), generator=gen)[:count]])
+    held = torch.cat(held_parts).sort().values
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[held] = False
+    return torch.nonzero(keep).flatten(), held
 
 
 def _subset(n: int, limit: int | None, seed: int) -> Tensor | None:
@@ -389,24 +429,27 @@ def _load_folder(cfg: DataConfig, seed: int, device: torch.device) -> TrialData:
             )
     train_tf, eval_tf = readers.folder_transforms(cfg.augment or "imagenet", cfg.size)
     train = readers.ImageFolder(folder / "train", transform=train_tf)
+    test: Dataset = readers.ImageFolder(folder / "val", transform=eval_tf)
+    if test.classes != train.classes:  # type: ignore[attr-defined]
+        raise DataError(f"imagenet: the class folders of {folder / 'val'} differ from those of {folder / 'train'}")
+    train_set: Dataset = train
     if cfg.validation == "holdout":
-        keep, held = _holdout(len(train), cfg.holdout_fraction, cfg.split_seed)
+        keep, held = _holdout(torch.as_tensor(train.targets), cfg.holdout_fraction, cfg.split_seed)
         held_out = copy.copy(train)  # the same file list, not a second walk of the tree
         held_out.transform = eval_tf
-        val: Dataset = Subset(held_out, held.tolist())
-        train_set: Dataset = Subset(train, keep.tolist())
-    else:
-        val_folder = readers.ImageFolder(folder / "val", transform=eval_tf)
-        if val_folder.classes != train.classes:
-            raise DataError(f"imagenet: the class folders of {folder / 'val'} differ from those of {folder / 'train'}")
-        val, train_set = val_folder, train
+        val = _take_dataset(Subset(held_out, held.tolist()), _subset(len(held), cfg.limit_val, cfg.split_seed))
+        train_set = Subset(train, keep.tolist())
+        test = _take_dataset(test, _subset(len(test), cfg.limit_test, cfg.split_seed))  # type: ignore[arg-type]
+    else:  # ImageNet's val/ folder is its test set: it selects and reports
+        val = test = _take_dataset(test, _subset(len(test), cfg.limit_val, cfg.split_seed))  # type: ignore[arg-type]
     train_set = _take_dataset(train_set, _subset(len(train_set), cfg.limit_train, cfg.split_seed))  # type: ignore[arg-type]
-    val = _take_dataset(val, _subset(len(val), cfg.limit_val, cfg.split_seed))  # type: ignore[arg-type]
     workers = cfg.num_workers if cfg.num_workers is not None else min(8, trial_cpus())
     normalise = Normalise(*NORMALISATION["imagenet"], device)
+    val_batches = LoaderBatches(val, cfg.eval_batch_size, normalise, device, workers=workers)
     return TrialData(
         train=LoaderBatches(train_set, cfg.batch_size, normalise, device, workers=workers, shuffle=True, seed=seed),
-        val=LoaderBatches(val, cfg.eval_batch_size, normalise, device, workers=workers),
+        val=val_batches,
+        test=val_batches if val is test else LoaderBatches(test, cfg.eval_batch_size, normalise, device, workers=workers),
         num_classes=len(train.classes),
         stem=stem_for(cfg.size),
         image_size=cfg.size,

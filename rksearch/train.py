@@ -1,5 +1,11 @@
 """One trial: seed, build the model by name, train with the paper's recipe, evaluate every
-epoch, checkpoint, report.
+epoch, checkpoint, report; at the end, evaluate the test set once.
+
+Validation selects, test reports.  Every epoch is scored on the validation split only; that
+score is all the search and the scheduler see (`best_val_acc`, `val_acc`) and it picks the best
+epoch (the latest of equals: the same one Tune keeps by `checkpoint_score_attribute`).  The
+test split is read once, after the last epoch, on the best epoch's weights (`test_acc`) and on
+the final ones (`test_acc_final`), and only the last report carries those.
 
 `run_trial` is a plain function: the engine wraps it for Ray Tune (its `report` callback
 forwards to ``tune.report``), and a notebook calls it directly.  Per epoch it writes the
@@ -111,6 +117,9 @@ class TrialResult:
     device: str
     params: int = 0
     history: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    best_epoch: int = 0
+    test_acc: float = math.nan
+    test_acc_final: float = math.nan
 
 
 class Diverged(RuntimeError):
@@ -159,7 +168,9 @@ class _Trainer:
         )
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
         # NaN until an epoch is evaluated: a trial that never measured anything has no accuracy
-        self.epoch, self.best_val_acc = 0, math.nan
+        self.epoch, self.best_val_acc, self.best_epoch = 0, math.nan, 0
+        # the best epoch's weights (on the CPU) once a later epoch has replaced the model's
+        self.best_weights: dict[str, torch.Tensor] | None = None
         self.last: dict[str, Any] = {}
         log.info("trial: %s (%d params) on %s", cfg.model.name, self.params, runtime.describe())
 
@@ -167,6 +178,8 @@ class _Trainer:
     def state(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch, "best_val_acc": self.best_val_acc, "metrics": self.last,
+            # the best epoch's weights, unless they are the model's own (the last epoch was best)
+            "best_epoch": self.best_epoch, "best_model": None if self.best_epoch == self.epoch else self.best_weights,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "rng": ckpt.rng_state(),
@@ -179,6 +192,8 @@ class _Trainer:
         self.scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
         self.epoch, self.best_val_acc, self.last = state["epoch"], state["best_val_acc"], state["metrics"]
+        self.best_epoch = state["best_epoch"]
+        self.best_weights = state["best_model"] or _cpu_copy(self.model.state_dict())
         log.info("resumed after epoch %d (best val acc %.4f)", self.epoch, self.best_val_acc)
 
     # ---- the loop ------------------------------------------------------------------------
@@ -200,12 +215,13 @@ class _Trainer:
                     report(metrics, None)
                 return self._result("failed", str(exc), history + [metrics])
             self.scheduler.step()
-            self.epoch = epoch
-            self.best_val_acc = val_acc if math.isnan(self.best_val_acc) else max(self.best_val_acc, val_acc)
+            self._select(epoch, val_acc)
             status = "completed" if epoch == self.cfg.optim.epochs else "running"
             self.last = self._metrics(epoch, lr, started, status=status, train_loss=train_loss,
                                       train_acc=train_acc, val_loss=val_loss, val_acc=val_acc,
                                       images_per_s=self.data.train.num_samples / train_seconds)
+            if status == "completed":
+                self.last.update(self._test())
             history.append(self.last)
             log.info("epoch %d: train loss %.4f acc %.4f, val loss %.4f acc %.4f, %.1f s", epoch,
                      train_loss, train_acc, val_loss, val_acc, self.last["seconds"])
@@ -215,20 +231,43 @@ class _Trainer:
                 report(dict(self.last), checkpoint_dir)
         return self._result("completed", None, history)
 
+    def _select(self, epoch: int, val_acc: float) -> None:
+        """Epoch `epoch` is done: it becomes the best if no earlier one scored higher (the latest
+        of equal scores, as Tune's checkpoint ranking), and its weights are copied to the CPU,
+        because training the next epoch overwrites them."""
+        self.epoch = epoch
+        if not val_acc < self.best_val_acc:  # the first epoch, a better one, or an equal one
+            self.best_val_acc, self.best_epoch = val_acc, epoch
+            self.best_weights = _cpu_copy(self.model.state_dict())
+
+    def _test(self) -> dict[str, float]:
+        """The test set, read once per trial: on the best epoch's weights and on the final ones."""
+        _, final = evaluate(self.model, self.data.test, self.runtime)
+        chosen = final
+        if self.best_epoch != self.epoch and self.best_weights is not None:
+            final_weights = _cpu_copy(self.model.state_dict())
+            self.model.load_state_dict(self.best_weights)
+            _, chosen = evaluate(self.model, self.data.test, self.runtime)
+            self.model.load_state_dict(final_weights)
+        log.info("test: acc %.4f on the best epoch (%d), %.4f on the final weights", chosen, self.best_epoch, final)
+        return {"test_acc": chosen, "test_acc_final": final}
+
     def _metrics(self, epoch: int, lr: float, started: float, *, status: str, **values: Any) -> dict[str, Any]:
         """One epoch's report; quantities a failed epoch did not measure are NaN."""
         nan = float("nan")
         metrics = {"epoch": epoch, "train_loss": nan, "train_acc": nan, "val_loss": nan, "val_acc": nan,
                    "lr": lr, "seconds": time.perf_counter() - started, "images_per_s": nan}
         metrics.update(values)
-        metrics.update(best_val_acc=self.best_val_acc, trial_status=status, device=self.runtime.describe())
+        metrics.update(best_val_acc=self.best_val_acc, best_epoch=self.best_epoch, trial_status=status,
+                       device=self.runtime.describe())
         return metrics
 
     def _result(self, status: Literal["completed", "failed"], error: str | None,
                 history: list[dict[str, Any]]) -> TrialResult:
         final = history[-1] if history else dict(self.last)
         return TrialResult(status, error, self.epoch, final, self.best_val_acc, self.runtime.describe(),
-                           self.params, history)
+                           self.params, history, self.best_epoch, final.get("test_acc", math.nan),
+                           final.get("test_acc_final", math.nan))
 
     def _train_epoch(self, epoch: int) -> tuple[float, float, float]:
         """(mean loss, accuracy, seconds) of one pass over the training data."""
@@ -268,6 +307,10 @@ def evaluate(model: nn.Module, source: BatchSource, runtime: Runtime) -> tuple[f
             loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").double()
             correct += (logits.argmax(1) == labels).sum()
     return loss_sum.item() / source.num_samples, correct.item() / source.num_samples
+
+
+def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
 
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:

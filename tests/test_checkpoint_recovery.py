@@ -62,7 +62,8 @@ def truncate(path: Path) -> None:
 
 def a_state(epoch: int) -> dict:
     """A checkpoint's content in the shape `train._Trainer.state` gives it."""
-    return {"epoch": epoch, "best_val_acc": 0.5, "metrics": {"epoch": epoch}, "model": {"w": torch.randn(64, 64)},
+    return {"epoch": epoch, "best_val_acc": 0.5, "best_epoch": epoch, "best_model": None,
+            "metrics": {"epoch": epoch}, "model": {"w": torch.randn(64, 64)},
             "optimizer": {}, "scheduler": {}, "scaler": {}, "rng": checkpoint.rng_state()}
 
 
@@ -98,8 +99,8 @@ def _flip_a_byte_in_the_middle(path: Path) -> None:
     (lambda p: p.write_bytes(b"not a checkpoint\n" * 64), "not a zip archive"),
     (lambda p: p.write_bytes(b""), "empty: 0 bytes"),
     (_flip_a_byte_in_the_middle, "corrupt: CRC mismatch"),  # torch.load alone takes this one
-    (lambda p: torch.save({"format": 99, **a_state(1)}, p), "wrong format: 99, expected 1"),
-    (lambda p: torch.save({k: v for k, v in {"format": 1, **a_state(1)}.items() if k != "model"}, p),
+    (lambda p: torch.save({"format": 99, **a_state(1)}, p), f"wrong format: 99, expected {checkpoint.FORMAT}"),
+    (lambda p: torch.save({k: v for k, v in {"format": checkpoint.FORMAT, **a_state(1)}.items() if k != "model"}, p),
      "missing keys: model"),
 ])
 def test_a_damaged_checkpoint_is_unreadable_with_its_reason(tmp_path: Path, damage, reason: str) -> None:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from rksearch.data import NORMALISATION, DataConfig, DataError, flip_crop, load
+from rksearch.data import NORMALISATION, DataConfig, DataError, _holdout, flip_crop, load
 
 
 def _pixels(n: int, offset: int) -> np.ndarray:
@@ -66,9 +66,9 @@ def write_cifar10(root: Path, per_batch: int = 4, test: int = 6) -> tuple[np.nda
     return np.concatenate(train_x), train_y, test_x, test_y
 
 
-def _validation(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def _validation(cfg: DataConfig, split: str = "val") -> tuple[torch.Tensor, torch.Tensor]:
     data = load(cfg, seed=0)
-    batches = list(data.val.batches(0))
+    batches = list(getattr(data, split).batches(0))
     return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
 
 
@@ -80,9 +80,12 @@ def _training(cfg: DataConfig, seed: int = 0, epoch: int = 1) -> tuple[torch.Ten
 
 def test_cifar10_pickle_batches_read_through_torchvision(tmp_path: Path) -> None:
     train_x, train_y, test_x, test_y = write_cifar10(tmp_path)
-    cfg = DataConfig(dataset="cifar10", root=tmp_path, eval_batch_size=4)
+    # the paper's protocol: all of train trains, the test set validates (and reports)
+    cfg = DataConfig(dataset="cifar10", root=tmp_path, eval_batch_size=4, validation="test")
     images, labels = _validation(cfg)
     assert labels.tolist() == test_y
+    data = load(cfg, seed=0)
+    assert data.test is data.val
     torch.testing.assert_close(images, _normalised(test_x, "cifar10"))
     # training: all 20 images of the five batches, in a seeded shuffled order
     images, labels = _training(cfg)
@@ -107,8 +110,9 @@ def test_cifar100_fine_labels(tmp_path: Path) -> None:
                               "coarse_label_names": [f"s{i}" for i in range(20)]})
     cfg = DataConfig(dataset="cifar100", root=tmp_path)
     data = load(cfg, seed=0)
-    assert data.num_classes == 100 and data.train.num_samples == 5
-    images, labels = _validation(cfg)
+    # the default holdout: 10% of 5 rounds to one image, taken out of train for validation
+    assert (data.num_classes, data.train.num_samples, data.val.num_samples) == (100, 4, 1)
+    images, labels = _validation(cfg, "test")
     assert labels.tolist() == [5, 77, 98]
     torch.testing.assert_close(images, _normalised(test_x, "cifar100"))
 
@@ -121,7 +125,7 @@ def test_svhn_mat_files_and_label_ten_is_zero(tmp_path: Path) -> None:
         y = np.array([[10], [1], [2], [10], [9], [3]][:n], dtype=np.uint8)  # SVHN: digit 0 is stored as 10
         scipy.io.savemat(folder / f"{split}_32x32.mat", {"X": x.transpose(1, 2, 3, 0), "y": y})
     cfg = DataConfig(dataset="svhn", root=tmp_path)
-    images, labels = _validation(cfg)
+    images, labels = _validation(cfg, "test")
     assert labels.tolist() == [0, 1, 2, 0]
     torch.testing.assert_close(images, _normalised(_pixels(4, 50), "svhn"))
 
@@ -137,7 +141,8 @@ def _write_folder(root: Path, counts: dict[str, dict[str, int]]) -> None:
 
 def test_imagenet_folder_tree(tmp_path: Path) -> None:
     _write_folder(tmp_path / "imagenet", {"train": {"cat": 3, "dog": 2}, "val": {"cat": 1, "dog": 2}})
-    cfg = DataConfig(dataset="imagenet", root=tmp_path, image_size=16, num_workers=0, eval_batch_size=8)
+    cfg = DataConfig(dataset="imagenet", root=tmp_path, image_size=16, num_workers=0, eval_batch_size=8,
+                     validation="test")
     data = load(cfg, seed=0)
     assert (data.num_classes, data.stem, data.train.num_samples) == (2, "cifar", 5)
     images, labels = _validation(cfg)
@@ -150,7 +155,7 @@ def test_imagenet_folder_tree(tmp_path: Path) -> None:
 
 
 def test_imagenet_holdout_validates_on_train_images_with_the_eval_transform(tmp_path: Path) -> None:
-    _write_folder(tmp_path / "imagenet", {"train": {"cat": 3, "dog": 2}, "val": {"cat": 1}})
+    _write_folder(tmp_path / "imagenet", {"train": {"cat": 3, "dog": 2}, "val": {"cat": 1, "dog": 1}})
     cfg = DataConfig(dataset="imagenet", root=tmp_path, image_size=16, num_workers=0, eval_batch_size=8,
                      validation="holdout", holdout_fraction=0.4)
     data = load(cfg, seed=0)
@@ -181,6 +186,45 @@ def test_holdout_is_seeded_disjoint_and_covers_train(tmp_path: Path) -> None:
     assert ids(cfg) == (train, val)  # same split seed: same split
     other = ids(cfg.model_copy(update={"split_seed": 1}))
     assert other[1] != val and not other[0] & other[1]
+
+
+def test_holdout_is_stratified_by_class_and_the_test_set_stays_apart(tmp_path: Path) -> None:
+    write_cifar10(tmp_path, per_batch=10, test=2)  # 50 training images, labels (i * 3) % 10 per batch
+    cfg = DataConfig(dataset="cifar10", root=tmp_path, holdout_fraction=0.2)
+    assert cfg.validation == "holdout"  # the default: validation selects, test reports
+    data = load(cfg, seed=0)
+    train_labels = torch.cat([b[1] for b in data.train.batches(1)])
+    val_labels = torch.cat([b[1] for b in data.val.batches(0)])
+    test_labels = torch.cat([b[1] for b in data.test.batches(0)])
+    # every class has 5 of the 50 images; a stratified 20% holds out exactly one of each
+    assert sorted(val_labels.tolist()) == list(range(10))
+    assert len(train_labels) == 40 and len(test_labels) == 2
+    assert data.test is not data.val
+
+
+def test_stratified_holdout_shares_a_rounded_total_by_class_size() -> None:
+    labels = torch.tensor([0] * 7 + [1] * 2 + [2] * 1)
+    keep, held = _holdout(labels, 0.3, seed=5)
+    assert len(held) == 3 and not set(keep.tolist()) & set(held.tolist())
+    assert sorted(labels[held].tolist()).count(0) == 2  # 7 * 0.3 = 2.1 -> 2; the 3rd by largest remainder
+    assert torch.equal(_holdout(labels, 0.3, seed=5)[1], held)
+
+
+def test_digits_holds_out_of_its_training_part_and_keeps_its_test_split() -> None:
+    holdout = load(DataConfig(dataset="digits"), seed=0)
+    paper = load(DataConfig(dataset="digits", validation="test"), seed=0)
+    assert holdout.test.num_samples == paper.test.num_samples == 360
+    assert holdout.train.num_samples + holdout.val.num_samples == paper.train.num_samples == 1797 - 360
+    # the same 360 images (normalised with each protocol's own training statistics)
+    test = torch.cat([b[1] for b in holdout.test.batches(0)])
+    assert torch.equal(test, torch.cat([b[1] for b in paper.test.batches(0)]))
+
+
+def test_limit_test_belongs_to_the_holdout_protocol() -> None:
+    data = load(DataConfig(dataset="digits", limit_test=50, limit_val=20), seed=0)
+    assert (data.val.num_samples, data.test.num_samples) == (20, 50)
+    with pytest.raises(ValueError, match="limit_test: with validation: test"):
+        DataConfig(dataset="digits", validation="test", limit_test=50)
 
 
 def test_training_order_depends_on_seed_and_epoch_only(tmp_path: Path) -> None:
@@ -248,5 +292,5 @@ def test_download_happens_under_a_file_lock_in_root(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(readers, "CIFAR10Files", Reader)
     data = load(DataConfig(dataset="cifar10", root=tmp_path, download=True), seed=0)
-    assert calls == [True, True] and data.train.num_samples == 2
+    assert calls == [True, True] and data.train.num_samples + data.val.num_samples == 2
     filelock.FileLock(str(tmp_path / ".cifar10.lock")).acquire(timeout=0)  # released afterwards

@@ -21,7 +21,9 @@ TINY = {"name": "ERKNet-1x1 1x1 1x1", "knobs": {"k": 4}}
 SYNTHETIC = {"dataset": "synthetic", "image_size": 16, "train_size": 96, "val_size": 32, "batch_size": 16}
 CPU = {"device": "cpu", "threads": 1}
 REPORT_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s",
-               "best_val_acc", "trial_status", "device"}
+               "best_val_acc", "best_epoch", "trial_status", "device"}
+#: only the last report of a completed trial carries the test set's numbers
+TEST_KEYS = {"test_acc", "test_acc_final"}
 
 
 def _config(**sections: Any) -> dict[str, Any]:
@@ -39,11 +41,85 @@ def test_two_digits_epochs_beat_chance_clearly() -> None:
     }, report=lambda metrics, _: reports.append(metrics))
     assert result.status == "completed" and result.error is None and result.epochs == 2
     assert [r["epoch"] for r in reports] == [1, 2]
-    assert all(set(r) == REPORT_KEYS for r in reports)
+    assert set(reports[0]) == REPORT_KEYS and set(reports[1]) == REPORT_KEYS | TEST_KEYS
     assert [r["trial_status"] for r in reports] == ["running", "completed"]
     assert result.final["val_acc"] > 0.3
     assert result.best_val_acc == max(r["val_acc"] for r in reports)
     assert result.params == sum(p.numel() for p in build("ERKNet-1x1 1x1 1x1", k=12, dataset="digits").parameters())
+
+
+class _Recorded:
+    """A data source that logs each pass over it (which split, in what order)."""
+
+    def __init__(self, source: Any, split: str, log: list[tuple[str, int]]) -> None:
+        self.source, self.split, self.log, self.num_samples = source, split, log, source.num_samples
+
+    def batches(self, epoch: int) -> Any:
+        self.log.append((self.split, epoch))
+        return self.source.batches(epoch)
+
+
+def test_the_test_set_is_read_only_after_the_last_epoch_and_selection_never_sees_it(monkeypatch) -> None:
+    """The protocol, by instrumenting the data source: validation selects, test reports once."""
+    from rksearch import train as train_module
+    from rksearch.engine import blind
+
+    events: list[tuple[str, int]] = []
+    real_load = train_module.load_data
+
+    def instrumented(cfg: Any, seed: int, device: Any) -> Any:
+        data = real_load(cfg, seed=seed, device=device)
+        for split in ("train", "val", "test"):
+            setattr(data, split, _Recorded(getattr(data, split), split, events))
+        return data
+
+    monkeypatch.setattr(train_module, "load_data", instrumented)
+    reports: list[dict[str, Any]] = []
+
+    def report(metrics: dict[str, Any], _: Path | None) -> None:
+        events.append(("report", metrics["epoch"]))
+        reports.append(metrics)
+
+    result = run_trial(_config(data={"dataset": "digits", "limit_train": 200, "holdout_fraction": 0.2},
+                               optim={"epochs": 3, "lr": 0.05}), report=report)
+    assert result.status == "completed"
+    test_reads = [i for i, (split, _) in enumerate(events) if split == "test"]
+    last_val = max(i for i, (split, _) in enumerate(events) if split == "val")
+    # once on the best epoch's weights and once on the final ones (once when they are the same),
+    # after the last validation pass and before the one report that carries them
+    assert len(test_reads) == (1 if result.best_epoch == 3 else 2)
+    assert all(last_val < i < events.index(("report", 3)) for i in test_reads)
+    assert [split for split, _ in events].count("val") == 3
+    assert all(not TEST_KEYS & set(r) for r in reports[:-1]) and TEST_KEYS <= set(reports[-1])
+    # what the searcher and the scheduler are handed of that last report holds nothing of the test set
+    assert not [k for k in blind(reports[-1]) if k.startswith("test")]
+    assert result.best_val_acc == max(r["val_acc"] for r in reports)
+    assert result.best_epoch == max(r["epoch"] for r in reports if r["val_acc"] == result.best_val_acc)
+
+
+def test_test_accuracy_is_measured_on_the_best_epochs_weights(tmp_path: Path) -> None:
+    """test_acc is the best epoch's model on the test set: reloading that epoch's weights gives it."""
+    from rksearch.data import DataConfig, load
+    from rksearch.train import TrialConfig, build_model, evaluate
+
+    config = _config(data={"dataset": "digits", "limit_train": 300}, optim={"epochs": 4, "lr": 0.3})
+    checkpoints: dict[int, dict[str, torch.Tensor]] = {}
+
+    def keep(metrics: dict[str, Any], directory: Path | None) -> None:
+        checkpoints[metrics["epoch"]] = checkpoint.load(directory)["model"]
+
+    result = run_trial(config, report=keep, checkpoint_dir=tmp_path)
+    cfg = TrialConfig.model_validate(config)
+    data = load(DataConfig.model_validate(config["data"]), seed=0)
+    model = build_model(cfg, data)
+    runtime = resolve(cfg.runtime)
+    for epoch, expected in ((result.best_epoch, result.test_acc), (4, result.test_acc_final)):
+        model.load_state_dict(checkpoints[epoch])
+        assert evaluate(model, data.test, runtime)[1] == expected
+    saved = checkpoint.load(tmp_path)
+    assert saved["best_epoch"] == result.best_epoch
+    if result.best_epoch != 4:  # the last checkpoint carries the best epoch's weights too
+        assert all(torch.equal(saved["best_model"][k], checkpoints[result.best_epoch][k]) for k in saved["model"])
 
 
 def test_step_schedule_divides_lr_at_the_milestones() -> None:
