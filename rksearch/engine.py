@@ -40,7 +40,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from . import failures, progress
+from . import environment, failures, progress
 from .checkpoint import first_loadable
 from .space import Node, PlannedTrial, Planner
 from .store import Store, StoreCallback, StoreError, TrialInfo, open_store
@@ -100,6 +100,15 @@ class Describe:
         return planned_trial(self.study_json, config).info()
 
 
+def blind(result: dict) -> dict:
+    """A trial's result without its test metrics: what the searcher and the scheduler may see.
+
+    Only the last report of a completed trial carries them (`rksearch.train`), and Tune would
+    hand it to both; selecting on them would make the test set a second validation set.
+    """
+    return {name: value for name, value in result.items() if not name.startswith("test_")}
+
+
 class RecordingASHA(ASHAScheduler):
     """ASHA that remembers the trials it stopped: only those are pruned, not ones a stopped
     study ended (which a resume must continue)."""
@@ -109,10 +118,13 @@ class RecordingASHA(ASHAScheduler):
         self.stopped: set[str] = set()
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        decision = super().on_trial_result(tune_controller, trial, result)
+        decision = super().on_trial_result(tune_controller, trial, blind(result))
         if decision == TrialScheduler.STOP and result.get("trial_status") == "running":
             self.stopped.add(trial.trial_id)
         return decision
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        super().on_trial_complete(tune_controller, trial, blind(result))
 
     def stopped_trial(self, trial_id: str) -> bool:
         return trial_id in self.stopped
@@ -185,12 +197,13 @@ class PlannedSearcher(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.running:
-            self.inner.on_trial_result(self.running[trial_id][0], result)
+            self.inner.on_trial_result(self.running[trial_id][0], blind(result))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         inner_id, key = self.running.pop(trial_id, (None, None))
         if inner_id is None:
             return
+        result = blind(result) if result is not None else None
         if result and not error and all(_finite(result.get(m)) for m in self.objectives):
             self.known[key] = {m: result[m] for m in self.objectives}
             self.inner.on_trial_complete(inner_id, result=result)
@@ -332,6 +345,8 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
     already = sum(1 for key in done_before if statuses[key] != "skipped")
     skipped = {key for key in done_before if statuses[key] == "skipped"}
     reused: set[str] = set()
+    other_code: set[str] = set()  # reuse: completed elsewhere, but by another code version
+    code = environment.code_version()[:50]
 
     def settle(trial: PlannedTrial) -> bool:
         """Record what needs no training; True when the trial must train."""
@@ -348,13 +363,21 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
             skipped.add(trial.key)
             return False
         if study.reuse and trial.key not in statuses:
-            source = store.find_completed(trial.key)
+            source = store.find_completed(trial.key, None if study.reuse == "any" else code)
             if source is not None:
                 store.link_reused(study_id, trial.info(), source)
                 statuses[trial.key] = "completed"
                 reused.add(trial.key)
                 return False
+            if study.reuse != "any" and store.find_completed(trial.key) is not None:
+                other_code.add(trial.key)
         return True
+
+    def say_reused() -> None:
+        if study.reuse:
+            print(f"[{study.name}] reuse: linked {len(reused)} completed trials"
+                  + (f"; left {len(other_code)} trained by another code version than {code} (reuse: any links them)"
+                     if other_code else ""), file=stream or sys.stdout, flush=True)
 
     def counts(trained: int = 0, failed: int = 0, interrupted: bool = False, fatal: str | None = None) -> StudyRun:
         return StudyRun(study_id, len(planned) or total, trained, len(skipped), len(reused), already, interrupted,
@@ -365,6 +388,7 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
     if search.algorithm in ("grid", "random"):
         planned = planner.plan()
         todo = [t for t in planned if settle(t)]
+        say_reused()
         total = len(todo)
         _abandon(store, study_id, statuses, keep={t.key for t in todo})
         if not todo:
@@ -412,7 +436,9 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
             name=time.strftime("run-%Y%m%d-%H%M%S"), storage_path=str(root), verbose=0,
             callbacks=[recorder, view], stop=StopOnFatal(recorder),
             failure_config=tune.FailureConfig(max_failures=study.failure.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=study.storage.keep_checkpoints),
+            # the best epochs by validation accuracy (ties: the later, as `train` chooses) and the last
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=study.storage.keep_checkpoints,
+                                                    checkpoint_score_attribute="val_acc", checkpoint_score_order="max"),
         ),
     )
     interrupted = False
@@ -427,6 +453,8 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
         recorder.stop(storage_full(text) if failures.classify(text) == failures.STORAGE_FULL
                       else f"Ray Tune stopped: {text}")
     view.finish()
+    if searcher is not None:  # Optuna's points were settled (and reused) as it drew them
+        say_reused()
     ended = list(recorder.ended.values())
     return counts(len(ended), ended.count("failed"), interrupted, recorder.fatal), [t.key for t in planned]
 

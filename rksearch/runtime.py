@@ -10,11 +10,11 @@ import os
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: cuBLAS needs this workspace setting for deterministic matrix products
 CUBLAS_DETERMINISTIC = ":4096:8"
@@ -31,6 +31,12 @@ class RuntimeConfig(BaseModel):
     threads: int | None = Field(None, ge=1, description="CPU threads; default: the trial's CPU share")
     deterministic: bool = False
     memory_efficient: bool = Field(False, description="recompute dense concatenations in backward (less memory)")
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        """YAML reads a bare ``amp: off`` as false: that is 'off', not an error."""
+        return "off" if value is False else value
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,28 @@ def trial_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+_AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def planned(cfg: RuntimeConfig, gpus: float) -> RuntimeConfig:
+    """The runtime of a trial that Ray gives `gpus` GPUs, with every 'auto' made concrete.
+
+    The driver plans trials for workers it does not run on: under Ray a trial sees a GPU exactly
+    when it was given one, so 'auto' resolves to CUDA then and to the CPU otherwise, and mixed
+    precision to bf16 (fp16 where the driver's own GPU lacks bf16; a driver without a GPU
+    assumes bf16, and a worker whose GPU cannot do it says so rather than silently using
+    another precision).  The trial key hashes this, so two trials share a key only when they
+    compute in the same precision on the same kind of device.
+    """
+    on_gpu = cfg.device == "cuda" or (cfg.device == "auto" and gpus > 0)
+    amp = cfg.amp
+    if amp == "auto":
+        amp = ("fp16" if torch.cuda.is_available() and not torch.cuda.is_bf16_supported() else "bf16") if on_gpu else "off"
+    channels_last = on_gpu if cfg.channels_last == "auto" else cfg.channels_last
+    return cfg.model_copy(update={"device": "cuda" if on_gpu else "cpu", "amp": amp, "channels_last": channels_last,
+                                  "deterministic": cfg.deterministic})
+
+
 def resolve(cfg: RuntimeConfig) -> Runtime:
     """Turn the config's 'auto' choices into concrete ones for this machine."""
     cuda = torch.cuda.is_available()
@@ -76,8 +104,11 @@ def resolve(cfg: RuntimeConfig) -> Runtime:
         amp = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if on_gpu else None
     elif cfg.amp == "fp16" and not on_gpu:
         raise RuntimeError("runtime.amp 'fp16' needs CUDA; use 'bf16' or 'off' on CPU")
+    elif cfg.amp == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
+        raise RuntimeError(f"runtime.amp is 'bf16' but {torch.cuda.get_device_name(device)} does not support "
+                           f"bfloat16; set runtime.amp: fp16 (or off) in the study")
     else:
-        amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
+        amp = _AMP_DTYPES[cfg.amp]
     channels_last = on_gpu if cfg.channels_last == "auto" else bool(cfg.channels_last)
     return Runtime(device, amp, channels_last, cfg.threads or trial_cpus(), cfg.deterministic)
 

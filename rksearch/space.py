@@ -31,6 +31,7 @@ from . import cost as costs
 from .data import CLASSES, stem_for
 from .models import ArchSpec, SpecError, is_rkcnn_name, parse
 from .models import baselines
+from .runtime import planned as planned_runtime
 from .study import PER_PERIOD_FIELDS, TRAIN_FIELDS, Choice, Continuous, IntRange, Study
 from .train import TrialConfig
 
@@ -284,7 +285,8 @@ class Planner:
         config = TrialConfig.model_validate({
             "model": {"name": model_name, "knobs": {k: v for k, v in knobs.items()
                                                   if k != "dataset" or v == study.data.dataset}},
-            "data": data, "optim": optim, "runtime": study.runtime.model_dump(mode="json", exclude_unset=True),
+            "data": data, "optim": optim,
+            "runtime": planned_runtime(study.runtime, study.resources.gpu).model_dump(mode="json", exclude_unset=True),
             "seed": seed,
         })
         return config.model_dump(mode="json")
@@ -341,9 +343,10 @@ def _draw(domain: Any, rng: random.Random) -> Any:
     return rng.choice(_values(domain))
 
 
-#: config fields that change where or how fast a trial runs but not what it computes
+#: config fields that change where or how fast a trial runs but not what it computes (the device
+#: type, precision and determinism do: the runtime is hashed as `runtime.planned` resolves it)
 _NOT_IDENTITY = {"data": ("root", "download", "verify", "num_workers", "eval_batch_size"),
-                 "runtime": ("device", "threads", "memory_efficient")}
+                 "runtime": ("threads", "memory_efficient")}
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:

@@ -241,7 +241,8 @@ class Storage(_Strict):
 
     url: str = DEFAULT_STORAGE
     checkpoints: str = Field(DEFAULT_CHECKPOINTS, description="a path every node can reach (or a URI)")
-    keep_checkpoints: int = Field(2, ge=1)
+    keep_checkpoints: int = Field(1, ge=1, description="how many of a trial's best epochs (by validation "
+                                                       "accuracy) keep their checkpoint; the last one is always kept")
 
 
 class Failure(_Strict):
@@ -265,7 +266,9 @@ class Study(_Strict):
     storage: Storage = Field(default_factory=Storage)
     failure: Failure = Field(default_factory=Failure)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    reuse: bool = Field(False, description="link results of identical trials already completed in the database")
+    reuse: bool | Literal["any"] = Field(
+        False, description="link results of identical trials already completed in the database: true links only "
+                           "those trained by the same code version, 'any' whatever code trained them")
 
     @field_validator("space", mode="before")
     @classmethod

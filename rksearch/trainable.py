@@ -17,6 +17,7 @@ import ray
 from ray import tune
 
 from .checkpoint import first_loadable
+from .environment import trial_environment
 from .space import PlannedTrial, Planner
 from .study import Study
 from .train import run_trial
@@ -47,9 +48,11 @@ def train_planned(config: dict[str, Any], study_json: str) -> None:
     spec = config["trial"]
     trial = planned_trial(study_json, config)
     # node_id: which Ray node ran each epoch (node_ip is the same for every node on one host)
+    node_id = ray.get_runtime_context().get_node_id()
     extra = {"trial_key": trial.key, "model_name": trial.model_name,
-             "params": trial.cost.params, "flops": trial.cost.flops,
-             "node_id": ray.get_runtime_context().get_node_id()}
+             "params": trial.cost.params, "flops": trial.cost.flops, "node_id": node_id}
+    # what this run of the trial computes on, sent once with its first report
+    first = {"environment": trial_environment(trial.config["runtime"].get("device", "cpu"), node_id)}
     # Tune retrying this trial after a worker died: the checkpoints it kept in this run come first
     retry = tune.get_checkpoint()
     this_run = _kept_by_tune(Path(retry.path)) if retry is not None else []
@@ -63,12 +66,15 @@ def train_planned(config: dict[str, Any], study_json: str) -> None:
         # A worker saves an epoch's checkpoint before the driver records that epoch, so the
         # driver that died may never have stored it (nor, for a last epoch, how the trial
         # ended): report it again (epochs are upserted, a repeat is harmless).
-        tune.report({**found.state["metrics"], **extra})
+        tune.report({**found.state["metrics"], **extra, **first})
+        first = {}
     del found  # run_trial loads the checkpoint itself; the model's tensors need not stay twice
     with tempfile.TemporaryDirectory(prefix="rksearch-trial-") as work:
         def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+            nonlocal first
             saved = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-            tune.report({**metrics, **extra}, checkpoint=saved)
+            tune.report({**metrics, **extra, **first}, checkpoint=saved)
+            first = {}
 
         run_trial(trial.config, report, checkpoint_dir=Path(work) / "checkpoint", resume_from=resume_from)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import yaml
 
 import driver
 from raycluster import ray_cluster  # noqa: F401  (the session fixture)
-from rksearch import results
+from rksearch import checkpoint, environment, results
 from rksearch.engine import run_study
 from rksearch.space import Planner
 from rksearch.store.schema import epochs, studies, trials
@@ -191,6 +192,44 @@ def test_reuse_links_earlier_results_instead_of_training(trained) -> None:
     assert len(copy_epochs) == 2 * 2
     frame = results.load(url, "e2e-again")
     assert set(frame.reused_from) == {by_key[t["trial_key"]]["id"] for t in copy_rows}
+
+
+def test_completed_trials_keep_test_accuracy_checkpoints_and_their_environment(trained) -> None:
+    url, _, _, _ = trained
+    frame = results.load(url, "e2e", detail=True)
+    assert len(frame) == 3 and set(frame.validation) == {"holdout"}
+    for trial in frame.itertuples():
+        assert 0 <= trial.test_acc <= 1 and 0 <= trial.test_acc_final <= 1 and trial.best_epoch in (1, 2)
+        # Tune kept the best epoch's checkpoint and the last one, and the row says where
+        best, last = checkpoint.load(Path(trial.best_checkpoint)), checkpoint.load(Path(trial.last_checkpoint))
+        assert (best["epoch"], last["epoch"]) == (trial.best_epoch, 2)
+        assert best["metrics"]["val_acc"] == trial.best_val_acc
+        assert trial.code_version == environment.code_version()[:50] == trial.environment["code_version"]
+        assert {"rksearch", "git", "torch", "cuda", "cudnn", "device", "hostname", "node_id"} <= set(trial.environment)
+        assert trial.environment["node_id"] == trial.node and trial.environment["device"].startswith("cpu")
+        assert trial.config["runtime"]["amp"] == "off" and trial.config["runtime"]["device"] == "cpu"
+
+
+def test_reuse_links_only_trials_of_the_same_code_version_unless_told_any(trained, tmp_path: Path) -> None:
+    url, tmp, _, _ = trained
+    copy = tmp_path / "other-code.db"
+    shutil.copy(url.removeprefix("sqlite:///"), copy)
+    other = f"sqlite:///{copy}"
+    engine = sa.create_engine(other)
+    with engine.begin() as conn:  # as if another rksearch had trained them
+        conn.execute(trials.update().values(code_version="0.0.1+elsewhere"))
+    engine.dispose()
+    outputs = {}
+    for reuse in ("true", "any"):
+        study, text = study_of(f"reuse-{reuse}", ["space.growth=[4]"], extra=f"reuse: {reuse}\n")
+        stream = io.StringIO()
+        outputs[reuse] = (run_study(study, text, storage_url=other, storage_path=str(tmp_path / "ck"),
+                                    preflight=False, stream=stream), stream.getvalue())
+    same_code, printed = outputs["true"]
+    assert (same_code.reused, same_code.trained) == (0, 2)
+    assert "reuse: linked 0 completed trials; left 2 trained by another code version" in printed
+    anything, printed = outputs["any"]
+    assert (anything.reused, anything.trained) == (2, 0) and "reuse: linked 2 completed trials" in printed
 
 
 def test_random_search_trains_num_samples(tmp_path: Path, ray_cluster: None) -> None:  # noqa: F811

@@ -213,7 +213,7 @@ def test_a_trial_whose_data_was_missing_trains_on_resume(tmp_path: Path, ray_clu
     first = _run(tmp_path, text)
     [row] = results.load(f"sqlite:///{tmp_path / 'r.db'}", "cifar-later", status=None).to_dict("records")
     assert (row["status"], row["failure"]) == ("failed", "data_missing")
-    assert pd.isna(row["best_val_acc"]) and pd.isna(row["val_error"])  # nothing measured: no accuracy
+    assert pd.isna(row["best_val_acc"]) and pd.isna(row["best_val_error"])  # nothing measured: no accuracy
     assert first.complete and first.trained == 1  # the study ran to its end; the trial failed
 
     write_cifar10(tmp_path / "data")  # the files arrive

@@ -391,3 +391,34 @@ def test_unreadable_study_paths_get_one_line(content: str | None, expected: str,
     [line] = captured.err.splitlines()
     assert captured.out == "" and line.startswith(f"error: {path}: {expected}")
     assert list(tmp_path.iterdir()) == [path]
+
+
+# ---- the trial key hashes the runtime as resolved ------------------------------------------------
+
+def _key(*overrides: str) -> str:
+    study, _ = loads(TINY, overrides=list(overrides))
+    return Planner(study).plan()[0].key
+
+
+def test_trial_keys_hash_the_resolved_precision_device_and_determinism() -> None:
+    cpu_auto = _key()
+    # on a CPU trial 'auto' *is* fp32: the same computation, the same key
+    assert _key("runtime.amp=off") == cpu_auto and _key("runtime.device=cpu") == cpu_auto
+    assert _key("runtime.amp=bf16") != cpu_auto  # another precision: another result
+    assert _key("runtime.deterministic=true") != cpu_auto
+    # a trial given a GPU computes in bf16 on CUDA: not the CPU trial's result
+    gpu_auto = _key("resources.gpu=1")
+    assert gpu_auto != cpu_auto
+    assert _key("resources.gpu=1", "runtime.amp=off") not in (gpu_auto, cpu_auto)
+    # how fast or where the data is read changes nothing that is computed
+    assert _key("runtime.threads=3") == cpu_auto
+
+
+def test_planned_configs_carry_the_runtime_the_key_hashes() -> None:
+    study, _ = loads(TINY, overrides=["resources.gpu=1"])
+    runtime = Planner(study).plan()[0].config["runtime"]
+    assert (runtime["device"], runtime["channels_last"], runtime["deterministic"]) == ("cuda", True, False)
+    assert runtime["amp"] in ("bf16", "fp16")  # fp16 only where the driver's own GPU lacks bf16
+    study, _ = loads(TINY)
+    runtime = Planner(study).plan()[0].config["runtime"]
+    assert (runtime["device"], runtime["amp"], runtime["channels_last"]) == ("cpu", "off", False)

@@ -149,6 +149,17 @@ class StoreCallback(tune.Callback):
         key = self._info(trial).trial_key
         self._write("epoch", "record_epoch", self.study_id, key, result)
 
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        """Tune has persisted the checkpoint of the trial's latest result (`trial.last_result`
+        is that result: a trial waits for its save): keep where it is, and whether it is the
+        best epoch's.  Tune keeps the best by `val_acc` and the last (`engine.run_study`)."""
+        result = trial.last_result or {}
+        if "epoch" not in result:
+            return
+        best = result.get("best_epoch") == result["epoch"]
+        self._write("checkpoint", "record_checkpoint", self.study_id, self._info(trial).trial_key,
+                    str(checkpoint.path), best)
+
     def _finish(self, trial: Any, status: str, error: str | None = None, failure: str | None = None) -> None:
         if trial.trial_id not in self._started:  # its worker died before it started: give it a row
             self.on_trial_start(0, [], trial)

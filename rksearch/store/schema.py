@@ -56,8 +56,14 @@ trials = sa.Table(
     sa.Column("error", sa.Text),
     # revision 0003: why a failed trial failed, one of rksearch.failures.CATEGORIES
     sa.Column("failure", sa.String(30)),
+    # the selection metric (validation: a holdout of train, or the test set where a study says so)
     sa.Column("best_val_acc", sa.Float),
     sa.Column("final_val_acc", sa.Float),
+    # revision 0004: the epoch validation chose, and the test set evaluated once at the end on its
+    # weights (test_acc) and on the final ones (test_acc_final); nothing searches on these
+    sa.Column("best_epoch", sa.Integer),
+    sa.Column("test_acc", sa.Float),
+    sa.Column("test_acc_final", sa.Float),
     sa.Column("epochs_done", sa.Integer, nullable=False, server_default="0"),
     sa.Column("wall_seconds", sa.Float),
     sa.Column("device", sa.String(100)),
@@ -68,6 +74,12 @@ trials = sa.Table(
     # revision 0002: the trial this row was copied from by `reuse: true` (provenance only, not a
     # foreign key: the copy stays valid when the source study is deleted)
     sa.Column("reused_from_id", sa.Integer, index=True),
+    # revision 0004: the checkpoint directories Tune keeps (the best epoch's and the last), and
+    # what the trial ran on and with, captured by its worker (`environment.trial_environment`)
+    sa.Column("best_checkpoint", sa.Text),
+    sa.Column("last_checkpoint", sa.Text),
+    sa.Column("code_version", sa.String(50)),
+    sa.Column("environment", JSONDoc),
     sa.UniqueConstraint("study_id", "trial_key", name="uq_trials_study_key"),
     sa.Index("ix_trials_trial_key_status", "trial_key", "status"),
 )

@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from rksearch import failures
-from rksearch.store import db, environment
+from rksearch import environment, failures
+from rksearch.store import db
 from rksearch.store.journal import Journal
 from rksearch.store.schema import epochs, studies, trials
 
@@ -35,15 +35,19 @@ TRIAL_END_STATUSES = ("completed", "pruned", "failed")
 
 #: metrics-dict keys stored as columns of `epochs`
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
+#: metrics-dict keys that refresh the trial row when a report carries them (the test ones only
+#: come with a completed trial's last epoch)
+TRIAL_METRICS = ("best_val_acc", "best_epoch", "test_acc", "test_acc_final")
 #: the writes a StoreCallback makes, which the journal may hold
-JOURNALED = ("trial_started", "record_epoch", "trial_finished")
+JOURNALED = ("trial_started", "record_epoch", "record_checkpoint", "trial_finished")
 
 #: trial columns that describe *what* was trained (from TrialInfo), as opposed to its outcome
 _IDENTITY = ("trial_key", "model_name", "canonical", "dims", "config", "params", "flops", "macs", "seed")
 
 #: trial columns holding a trained trial's outcome, copied when a study reuses it
-_OUTCOME = ("best_val_acc", "final_val_acc", "epochs_done", "wall_seconds", "device", "node",
-            "started_at", "finished_at")  # fmt: skip
+_OUTCOME = ("best_val_acc", "final_val_acc", "best_epoch", "test_acc", "test_acc_final", "epochs_done",
+            "wall_seconds", "device", "node", "started_at", "finished_at", "best_checkpoint", "last_checkpoint",
+            "code_version", "environment")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -199,15 +203,23 @@ class Store:
         upsert, summary = self._epoch_statements()
         row = {name: _number(metrics.get(name)) for name in EPOCH_METRICS}
         device, node = metrics.get("device"), metrics.get("node_id")
+        best_epoch = _number(metrics.get("best_epoch"))
+        env = metrics.get("environment")
         with self.engine.begin() as conn:
             trial_id = self._trial_id(conn, study_id, trial_key)
             conn.execute(upsert, {"trial_id": trial_id, "epoch": int(metrics["epoch"]), "recorded_at": at or _now(), **row})
             conn.execute(summary, {
                 "tid": trial_id,
                 "reported_best": _number(metrics.get("best_val_acc")),
+                "reported_best_epoch": None if best_epoch is None else int(best_epoch),
+                "reported_test": _number(metrics.get("test_acc")),
+                "reported_test_final": _number(metrics.get("test_acc_final")),
                 "reported_device": None if device is None else str(device)[:100],
                 "reported_node": None if node is None else str(node)[:200],
             })  # fmt: skip
+            if isinstance(env, dict):  # the first report of each run of the trial: its worker's environment
+                conn.execute(trials.update().where(trials.c.id == trial_id).values(
+                    environment=env, code_version=str(env.get("code_version") or "")[:50] or None))
 
     def _epoch_statements(self) -> tuple[sa.Insert, sa.Update]:
         if self._epoch_sql is None:
@@ -229,6 +241,11 @@ class Store:
                     best_val_acc=best,
                     final_val_acc=sa.select(epochs.c.val_acc).where(of_trial)
                     .order_by(epochs.c.epoch.desc()).limit(1).scalar_subquery(),
+                    best_epoch=sa.func.coalesce(sa.bindparam("reported_best_epoch", type_=sa.Integer),
+                                                trials.c.best_epoch),
+                    test_acc=sa.func.coalesce(sa.bindparam("reported_test", type_=sa.Float), trials.c.test_acc),
+                    test_acc_final=sa.func.coalesce(sa.bindparam("reported_test_final", type_=sa.Float),
+                                                    trials.c.test_acc_final),
                     device=sa.func.coalesce(sa.bindparam("reported_device", type_=sa.String), trials.c.device),
                     # the Ray node of the latest epoch: after a failover, the node that finished it
                     node=sa.func.coalesce(sa.bindparam("reported_node", type_=sa.String), trials.c.node),
@@ -236,6 +253,14 @@ class Store:
             )  # fmt: skip
             self._epoch_sql = (upsert, summary)
         return self._epoch_sql
+
+    def record_checkpoint(self, study_id: int, trial_key: str, path: str, best: bool,
+                          at: datetime | None = None) -> None:
+        """Where the trial's latest checkpoint is kept, and with `best` that it is the best epoch's."""
+        values = {"last_checkpoint": path, **({"best_checkpoint": path} if best else {})}
+        with self.engine.begin() as conn:
+            trial_id = self._trial_id(conn, study_id, trial_key)
+            conn.execute(trials.update().where(trials.c.id == trial_id).values(**values))
 
     def trial_finished(self, study_id: int, trial_key: str, status: str, error: str | None = None,
                        wall_seconds: float | None = None, failure: str | None = None,
@@ -263,9 +288,11 @@ class Store:
             values[1] = dataclasses.asdict(values[1])
         elif method == "record_epoch":
             metrics = values[2]  # a whole Tune result: keep what record_epoch reads, as JSON values
-            values[2] = {**{name: _number(metrics.get(name)) for name in (*EPOCH_METRICS, "best_val_acc")},
+            values[2] = {**{name: _number(metrics.get(name)) for name in (*EPOCH_METRICS, *TRIAL_METRICS)},
                          "epoch": int(metrics["epoch"]),
-                         **{name: str(metrics[name]) for name in ("device", "node_id") if metrics.get(name) is not None}}
+                         **{name: str(metrics[name]) for name in ("device", "node_id") if metrics.get(name) is not None},
+                         **({"environment": metrics["environment"]} if isinstance(metrics.get("environment"), dict)
+                            else {})}
         return {"db": self.display_url, "method": method, "args": values, "at": _now().isoformat()}
 
     def apply(self, entry: dict[str, Any]) -> None:
@@ -353,15 +380,14 @@ class Store:
 
     # ------------------------------------------------------------------ reuse
 
-    def find_completed(self, trial_key: str) -> int | None:
-        """A completed trial with this key in any study, trained ones before reused copies."""
+    def find_completed(self, trial_key: str, code_version: str | None = None) -> int | None:
+        """A completed trial with this key in any study, trained ones before reused copies;
+        with `code_version`, only one trained by that code (an unknown version never matches)."""
+        query = sa.select(trials.c.id).where(trials.c.trial_key == trial_key, trials.c.status == "completed")
+        if code_version is not None:
+            query = query.where(trials.c.code_version == code_version)
         with db.reading(self.engine) as conn:
-            return conn.execute(
-                sa.select(trials.c.id)
-                .where(trials.c.trial_key == trial_key, trials.c.status == "completed")
-                .order_by(trials.c.reused_from_id.is_not(None), trials.c.id)
-                .limit(1)
-            ).scalar()
+            return conn.execute(query.order_by(trials.c.reused_from_id.is_not(None), trials.c.id).limit(1)).scalar()
 
     def link_reused(self, study_id: int, info: TrialInfo, source_trial_id: int) -> None:
         """Copy a completed trial and its epochs into this study instead of training it again.
