@@ -4,8 +4,12 @@
         -o docs/img/quickstart_table1.md        # or .tex (booktabs) or .csv; no -o: Markdown to stdout
 
 Groups sit side by side as in the paper (ERKNets left, IRKNets right); `--by form` groups by
-another column.  Errors are the mean over replicate seeds in percent, with the s.d. when any
-model has two seeds or more.
+another column.  Each error cell reads "mean ± half-width (n)": the mean over the n replicate
+seeds in percent and the half-width of its 95% confidence interval (Student-t; none for one
+seed).  The default is the test error of the checkpoint the validation metric chose
+(`--metric test_error`); a caption says on which split the models were selected ("selected on
+test (the paper's protocol)" for studies that select on the test set).  A database from before
+test metrics were recorded has none: pass `--metric best_val_error`.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", default=results.DEFAULT_URL)
     parser.add_argument("--study", required=True)
     parser.add_argument("--by", default="family", help="column whose groups sit side by side (default family)")
-    parser.add_argument("--error", default="val_error", choices=("val_error", "final_val_error"),
-                        help="best-epoch (default) or last-epoch validation error")  # fmt: skip
+    parser.add_argument("--metric", default="test_error",
+                        choices=("test_error", "test_error_final", "best_val_error", "final_val_error"),
+                        help="test error of the selected checkpoint (default), of the final weights, or the "
+                             "best-epoch / last-epoch validation error")  # fmt: skip
     parser.add_argument("-o", "--output", type=Path, help="output file: .md, .tex or .csv")
     args = parser.parse_args(argv)
     try:
@@ -36,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         frame = results.load(args.storage, args.study)
         if frame.empty:
             raise ValueError(f"study {args.study!r} has no completed trials yet")
-        text = WRITERS[suffix](analysis.paper_table(frame, by=args.by, error=args.error))
+        text = WRITERS[suffix](analysis.paper_table(frame, by=args.by, metric=args.metric))
         if args.output is None:
             sys.stdout.write(text)
         else:

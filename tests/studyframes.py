@@ -12,7 +12,7 @@ import pandas as pd
 from rksearch.store import TrialInfo, open_store
 
 # family (for reading only: the code derives it from the name), model name, stages, form,
-# params, flops, {seed: val error %}
+# params, flops, {seed: error %} (the test error, and the best validation error, of each trial)
 _MODELS = [
     # ERKNet means 6.2, 5.7, 5.8, 5.1: front by params and by FLOPs drops the 5.8 one
     ("ERKNet", "ERKNet-6x1 6x1 6x1", (6, 6, 6), "explicit", 740_000, 660_000_000, {0: 6.0, 1: 6.4}),
@@ -30,34 +30,75 @@ _MODELS = [
 
 FIGURE4_DIMS = ["stages", "growth", "form"]
 
+#: the columns of `results.load` around the search dimensions, in its order
+TRIAL_HEAD = ["study", "trial_id", "trial_key", "model_name", "canonical"]
+TRIAL_TAIL = [
+    "seed", "params", "flops", "macs", "validation", "best_epoch",
+    "best_val_acc", "best_val_error", "final_val_acc", "final_val_error",
+    "test_acc", "test_error", "test_acc_final", "test_error_final",
+    "epochs", "wall_seconds", "status", "failure", "error", "device", "node", "code_version",
+    "started_at", "finished_at", "reused_from", "best_checkpoint", "last_checkpoint",
+]  # fmt: skip
+
 
 def trial_row(trial_id: int, name: str, stages, form, params: int, flops: int, seed: int,
               error: float | None, status: str = "completed") -> dict:  # fmt: skip
-    """One trial; `error` in percent (None: no result)."""
+    """One trial; `error` in percent (None: no result), selected on a validation holdout.
+
+    `error` is both the best-epoch validation error and the test error of that checkpoint
+    (best_val_* == test_*), so hand-worked numbers hold whichever of the two a caller reads;
+    the final-epoch numbers are 0.1 point worse.  Only a completed trial has test numbers
+    (a pruned one stopped before the test evaluation), as in `results.load`.
+    """
     acc = None if error is None else 1.0 - error / 100.0
+    tested = acc is not None and status == "completed"
+    checkpoints = f"/ckpt/fig4/trial{trial_id}"
     return {
         "study": "fig4",
         "trial_id": trial_id,
         "trial_key": f"key{trial_id}",
         "model_name": name,
         "canonical": f"{name} (k=36)",
+        "seed": seed,
         "params": params,
         "flops": flops,
         "macs": flops // 2,
-        "val_acc": acc,
+        "validation": "holdout",
+        "best_epoch": None if acc is None else (290 if status == "completed" else 12),
+        "best_val_acc": acc,
+        "best_val_error": None if acc is None else 1.0 - acc,
         "final_val_acc": None if acc is None else acc - 0.001,
-        "val_error": None if acc is None else 1.0 - acc,
         "final_val_error": None if acc is None else 1.0 - acc + 0.001,
+        "test_acc": acc if tested else None,
+        "test_error": 1.0 - acc if tested else None,
+        "test_acc_final": acc - 0.001 if tested else None,
+        "test_error_final": 1.0 - acc + 0.001 if tested else None,
         "epochs": 300 if status == "completed" else 12,
         "wall_seconds": 3600.0,
         "status": status,
-        "device": "cuda:0",
-        "seed": seed,
+        "failure": "out_of_memory" if status == "failed" else None,
         "error": None if status != "failed" else "CUDA out of memory",
+        "device": "cuda:0",
+        "node": "node-1",
+        "code_version": "0.1.0+gabc1234",
+        "started_at": pd.Timestamp("2024-01-01 00:00", tz="UTC") + pd.Timedelta(hours=trial_id),
+        "finished_at": pd.Timestamp("2024-01-01 01:00", tz="UTC") + pd.Timedelta(hours=trial_id),
+        "reused_from": None,
+        "best_checkpoint": f"{checkpoints}/best" if tested else None,
+        "last_checkpoint": f"{checkpoints}/last" if acc is not None else None,
         "stages": stages,
         "growth": 36,
         "form": form,
     }
+
+
+def set_acc(row: dict, acc: float) -> dict:
+    """`row` with an exact accuracy (not 1 - error / 100 rounded twice) in every metric column."""
+    final = acc - 0.001
+    row.update(best_val_acc=acc, best_val_error=1.0 - acc, final_val_acc=final, final_val_error=1.0 - final)
+    if row["status"] == "completed":
+        row.update(test_acc=acc, test_error=1.0 - acc, test_acc_final=final, test_error_final=1.0 - final)
+    return row
 
 
 def figure4_frame() -> pd.DataFrame:
@@ -74,7 +115,9 @@ def figure4_frame() -> pd.DataFrame:
 
 
 def _framed(rows: list[dict], dims: list[str]) -> pd.DataFrame:
+    """The rows as `results.load` orders its columns: head, search dimensions, tail."""
     frame = pd.DataFrame(rows)
+    frame = frame[[*TRIAL_HEAD, *dims, *TRIAL_TAIL]]
     frame.attrs["dims"] = dims
     return frame
 
@@ -103,8 +146,7 @@ def ofat_frame() -> pd.DataFrame:
             row.pop("stages")
             row.pop("form")
             row.update(knobs)
-            row["val_acc"] = acc  # exact, not 1 - error / 100 rounded twice
-            rows.append(row)
+            rows.append(set_acc(row, acc))
     return _framed(rows, list(base))
 
 
@@ -123,18 +165,25 @@ def grid_frame() -> pd.DataFrame:
                 row.pop("stages")
                 row.pop("form")
                 row.pop("growth")
-                row.update({"depth": depth, "lr": lr, "val_acc": acc})
-                rows.append(row)
+                row.update({"depth": depth, "lr": lr})
+                rows.append(set_acc(row, acc))
     return _framed(rows, ["depth", "lr"])
 
 
-def store_frame(url: str, study: str, frame: pd.DataFrame, n_epochs: int = 4) -> None:
+def store_frame(url: str, study: str, frame: pd.DataFrame, n_epochs: int = 4, with_test: bool = False) -> None:
     """Write a hand-made frame into a store as study `study`, through the real writer API.
 
     Each trial with a result gets `n_epochs` epochs whose accuracy rises by 5 points an epoch
-    to the frame's `val_acc` at the last one, so the stored best (and final) accuracy is
-    exactly the frame's and a learning curve's last point is known.  Trials without a result
-    (failed) get no epochs.
+    to the frame's `best_val_acc` at the last one, so the stored best (and final) validation
+    accuracy is exactly the frame's and a learning curve's last point is known.  Trials
+    without a result (failed) get no epochs.
+
+    By default the stored study has no test numbers and no selection split (`results.load`
+    gives test_* NaN and validation None, like a database from before they were recorded).
+    With `with_test` it is stored as the current code records one: the config's
+    data.validation is the frame's `validation`, and the last epoch's report carries the
+    frame's test_acc / test_acc_final (NaN ones stored as missing) and best_epoch = n_epochs,
+    so `results.load` gives back the frame's test and validation columns.
     """
     store = open_store(url)
     try:
@@ -144,15 +193,21 @@ def store_frame(url: str, study: str, frame: pd.DataFrame, n_epochs: int = 4) ->
             dims = {d: (list(row[d]) if isinstance(row[d], tuple) else row[d]) for d in frame.attrs["dims"]}
             info = TrialInfo(
                 trial_key=key, model_name=row["model_name"], canonical=row["canonical"], dims=dims,
-                config={"model": row["model_name"], **dims}, params=int(row["params"]),
+                config={"model": row["model_name"], **dims,
+                        **({"data": {"validation": row["validation"]}} if with_test else {})},
+                params=int(row["params"]),
                 flops=int(row["flops"]), macs=int(row["macs"]), seed=int(row["seed"]),
             )  # fmt: skip
             store.trial_started(study_id, info)
-            if not pd.isna(row["val_acc"]):
+            if not pd.isna(row["best_val_acc"]):
                 for epoch in range(1, n_epochs + 1):
-                    acc = epoch_acc(row["val_acc"], epoch, n_epochs)
-                    store.record_epoch(study_id, key, {"epoch": epoch, "val_acc": acc, "train_acc": acc,
-                                                       "val_loss": 1.0 - acc, "lr": 0.1, "device": "cpu"})  # fmt: skip
+                    acc = epoch_acc(row["best_val_acc"], epoch, n_epochs)
+                    metrics = {"epoch": epoch, "val_acc": acc, "train_acc": acc, "val_loss": 1.0 - acc, "lr": 0.1,
+                               "device": "cpu"}  # fmt: skip
+                    if with_test and epoch == n_epochs:
+                        metrics |= {"best_epoch": n_epochs, "test_acc": row["test_acc"],
+                                    "test_acc_final": row["test_acc_final"]}  # fmt: skip
+                    store.record_epoch(study_id, key, metrics)
             store.trial_finished(study_id, key, row["status"], error=row["error"], wall_seconds=60.0)
         store.finish_study(study_id, "completed")
     finally:

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 from studyframes import (
     GRID_SEED_EFFECT,
     OFAT_BASE,
@@ -16,17 +17,24 @@ from studyframes import (
     figure4_frame,
     grid_frame,
     ofat_frame,
+    store_frame,
     trial_row,
 )
 
+from rksearch import results
 from rksearch.analysis import (
+    BOOTSTRAP_MIN_N,
+    RESAMPLING_SEED,
+    Paired,
     ablation,
-    families,
-    family,
     ablation_markdown,
     amount_text,
-    bootstrap_ci,
     dimension_columns,
+    families,
+    family,
+    holm,
+    mean_ci,
+    paired,
     paper_table,
     replicates,
     table_csv,
@@ -34,55 +42,126 @@ from rksearch.analysis import (
     table_markdown,
 )
 
-# ------------------------------------------------------------------ bootstrap
+T_975 = {1: 12.706204736174707, 2: 4.302652729911275, 3: 3.182446305284263}  # scipy.stats.t.ppf(0.975, df)
+
+# ------------------------------------------------------------------ mean_ci
 
 
-def test_bootstrap_of_constant_data_has_zero_width() -> None:
-    mean, low, high = bootstrap_ci([0.83] * 7)
-    assert mean == pytest.approx(0.83)
-    assert high - low == 0.0
-    assert low == pytest.approx(0.83)
+def test_mean_ci_of_three_seeds_is_the_student_t_interval() -> None:
+    mean, low, high = mean_ci([0.93, 0.94, 0.95])
+    assert (round(mean, 4), round(low, 4), round(high, 4)) == (0.94, 0.9152, 0.9648)
+    half = T_975[2] * 0.01 / math.sqrt(3)  # s = 0.01
+    assert low == pytest.approx(0.94 - half, abs=1e-12) and high == pytest.approx(0.94 + half, abs=1e-12)
+    # wider than the sample's range: three seeds cannot pin the mean down to min..max
+    assert low < 0.93 and high > 0.95
 
 
-def test_bootstrap_of_a_large_normal_sample_matches_the_normal_interval() -> None:
-    rng = np.random.default_rng(123)
-    mu, sigma, n = 5.0, 2.0, 400
-    sample = rng.normal(mu, sigma, n)
-    mean, low, high = bootstrap_ci(sample, n_boot=4000, seed=1)
-    assert mean == pytest.approx(sample.mean())
-    assert low < mu < high
-    assert low < mean < high
-    expected_width = 2 * 1.96 * sigma / math.sqrt(n)  # 0.392
-    assert high - low == pytest.approx(expected_width, rel=0.12)
-
-
-def test_bootstrap_interval_covers_the_true_mean_about_95_percent_of_the_time() -> None:
-    rng = np.random.default_rng(7)
-    hits = 0
-    reps = 200
-    for rep in range(reps):
-        _, low, high = bootstrap_ci(rng.normal(0.0, 1.0, 40), n_boot=1000, seed=rep)
-        hits += low < 0.0 < high
-    assert 0.88 <= hits / reps <= 0.99
-
-
-def test_bootstrap_is_seeded_and_honest_about_one_value() -> None:
-    data = np.random.default_rng(0).uniform(size=10)  # continuous: quantiles move with the draws
-    assert bootstrap_ci(data, seed=3) == bootstrap_ci(data, seed=3)
-    assert bootstrap_ci(data, seed=3) != bootstrap_ci(data, seed=4)
-    mean, low, high = bootstrap_ci([0.7])
+def test_mean_ci_never_invents_an_interval() -> None:
+    mean, low, high = mean_ci([0.7])
     assert mean == 0.7 and math.isnan(low) and math.isnan(high)
-    assert all(math.isnan(v) for v in bootstrap_ci([]))
-    a = bootstrap_ci([0.1, 0.2, 0.3], confidence=0.5)
-    b = bootstrap_ci([0.1, 0.2, 0.3], confidence=0.99)
-    assert b[1] <= a[1] and a[2] <= b[2]  # a wider confidence gives a wider interval
+    assert all(math.isnan(v) for v in mean_ci([]))
+    assert all(math.isnan(v) for v in mean_ci([math.nan, math.nan]))
+    assert mean_ci([0.93, math.nan, 0.94, 0.95]) == mean_ci([0.93, 0.94, 0.95])  # NaNs dropped
+    assert mean_ci([0.83] * 3) == (pytest.approx(0.83), pytest.approx(0.83), pytest.approx(0.83))
+
+
+def test_mean_ci_level_and_the_bootstrap_line() -> None:
+    narrow, wide = mean_ci([0.1, 0.2, 0.3], level=0.5), mean_ci([0.1, 0.2, 0.3], level=0.99)
+    assert wide[1] < narrow[1] and narrow[2] < wide[2]
+    below = np.random.default_rng(5).normal(size=BOOTSTRAP_MIN_N - 1)
+    half = scipy.stats.t.ppf(0.975, below.size - 1) * below.std(ddof=1) / math.sqrt(below.size)
+    assert mean_ci(below)[1:] == pytest.approx((below.mean() - half, below.mean() + half))
+
+
+@pytest.mark.parametrize("n", [BOOTSTRAP_MIN_N, 200])
+def test_mean_ci_at_large_n_is_scipys_seeded_bca_bootstrap(n: int) -> None:
+    sample = np.random.default_rng(n).exponential(size=n)
+    expected = scipy.stats.bootstrap(
+        (sample,), np.mean, method="BCa", confidence_level=0.9, random_state=np.random.default_rng(RESAMPLING_SEED)
+    ).confidence_interval
+    mean, low, high = mean_ci(sample, level=0.9)
+    assert mean == pytest.approx(sample.mean())
+    assert (low, high) == pytest.approx((expected.low, expected.high), rel=1e-12)
+    assert mean_ci(sample, level=0.9) == (mean, low, high)  # seeded: reproducible
+    assert mean_ci([2.5] * n) == (2.5, 2.5, 2.5)  # constant data: no BCa (undefined), zero width
+
+
+def test_mean_ci_covers_the_true_mean_about_as_often_as_it_claims_at_three_seeds() -> None:
+    rng = np.random.default_rng(7)
+    reps = 2000
+    hits = sum(low < 0.0 < high for _, low, high in (mean_ci(rng.normal(0.0, 1.0, 3)) for _ in range(reps)))
+    assert 0.93 <= hits / reps <= 0.97  # a percentile bootstrap covers ~75% here
+
+
+# ------------------------------------------------------------------ paired comparisons and Holm
+
+
+def test_paired_statistics_of_a_constructed_case() -> None:
+    base = np.array([0.80, 0.83, 0.78, 0.81])
+    diffs = np.array([0.01, 0.02, 0.03, 0.04])
+    result = paired(base + diffs, base)
+    assert isinstance(result, Paired) and result.n == 4
+    assert result.diff == pytest.approx(0.025)
+    sd = math.sqrt(0.0005 / 3)  # deviations -1.5, -0.5, 0.5, 1.5 hundredths
+    half = T_975[3] * sd / 2
+    assert (result.low, result.high) == pytest.approx((0.025 - half, 0.025 + half))
+    assert result.low == pytest.approx(0.004457, abs=1e-6)
+    # exact sign flips: only all-plus and all-minus reach |mean| >= 0.025 -> 2 of 16
+    assert result.p_value == 0.125
+    assert result.effect_size == pytest.approx(math.sqrt(15) / 2)  # d_z = 0.025 / sd
+    assert result.verdict == "higher"  # the t interval excludes 0 (the permutation p is 0.125)
+    assert paired(base, base + diffs).verdict == "lower"
+    assert paired(base, base + diffs).effect_size == pytest.approx(-math.sqrt(15) / 2)
+
+
+def test_paired_interval_crossing_zero_is_inconclusive() -> None:
+    result = paired([0.01, -0.02, 0.03, -0.01], [0.0, 0.0, 0.0, 0.0])
+    assert result.diff == pytest.approx(0.0025)
+    assert result.low < 0 < result.high
+    assert result.verdict == "inconclusive"
+    # |±1 ±2 ±3 ±1| (hundredths) is odd, never 0: every sign vector reaches the observed 1
+    assert result.p_value == 1.0
+
+
+def test_paired_edge_cases() -> None:
+    one = paired([0.9], [0.8])
+    assert one.n == 1 and one.diff == pytest.approx(0.1) and one.verdict == "inconclusive"
+    assert math.isnan(one.low) and math.isnan(one.high) and math.isnan(one.effect_size)
+    assert one.p_value == 1.0
+    none = paired([math.nan], [0.8])
+    assert none.n == 0 and math.isnan(none.diff) and math.isnan(none.p_value) and none.verdict == "inconclusive"
+    same = paired([0.82, 0.86, 0.83], [0.80, 0.84, 0.81])  # +0.02 each, up to rounding
+    assert math.isnan(same.effect_size)  # not +inf
+    assert same.low == pytest.approx(0.02) and same.high == pytest.approx(0.02) and same.verdict == "higher"
+    assert same.p_value == 0.25  # 2 of 8
+    assert paired([0.9, math.nan, 0.7], [0.8, 0.5, 0.6]).n == 2  # pairs with a NaN dropped
+    with pytest.raises(ValueError, match="same length"):
+        paired([0.1, 0.2], [0.1])
+
+
+def test_exact_sign_flip_p_matches_scipy_and_the_random_branch_is_seeded() -> None:
+    d = np.random.default_rng(3).normal(0.4, 1.0, 10)
+    exact = scipy.stats.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=np.inf)
+    assert paired(d, np.zeros(10)).p_value == pytest.approx(exact.pvalue)
+    d = np.random.default_rng(4).normal(0.4, 1.0, 20)
+    sampled = scipy.stats.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=9999,
+                                           random_state=np.random.default_rng(RESAMPLING_SEED))  # fmt: skip
+    assert paired(d, np.zeros(20)).p_value == pytest.approx(sampled.pvalue)
+
+
+def test_holm_step_down() -> None:
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> monotone 0.06
+    assert holm([0.01, 0.04, 0.03, math.nan, 0.005]) == pytest.approx([0.03, 0.06, 0.06, math.nan, 0.02], nan_ok=True)
+    assert holm([0.5, 0.6]) == [1.0, 1.0]  # capped
+    assert holm([0.2]) == [0.2] and holm([]) == []
 
 
 # ------------------------------------------------------------------ ablation: one factor at a time
 
 
 def test_ofat_ablation_levels_pairs_and_flags() -> None:
-    stats = ablation(ofat_frame(), n_boot=2000).set_index(["factor", "level"])
+    stats = ablation(ofat_frame()).set_index(["factor", "level"])
+    assert stats.attrs["metric"] == "test_acc"
     assert set(stats["design"]) == {"ofat"}
     assert set(stats.index.get_level_values("factor")) == {"attention", "multiscale", "growth"}
     # the base is inferred: the most common level of each factor
@@ -92,9 +171,10 @@ def test_ofat_ablation_levels_pairs_and_flags() -> None:
     assert stats.loc[("attention", True), "base_level"] == False  # noqa: E712
 
     base = stats.loc[("attention", False)]
-    assert base["seeds"] == 3
-    assert base["mean"] == pytest.approx(np.mean(list(OFAT_BASE.values())))
-    assert min(OFAT_BASE.values()) - 1e-12 <= base["ci_low"] < base["ci_high"] <= max(OFAT_BASE.values()) + 1e-12
+    assert base["seeds"] == 3 and base["verdict"] == "base" and math.isnan(base["p_value"])
+    assert base["mean"] == pytest.approx(np.mean(list(OFAT_BASE.values())))  # 0.81, s = 0.03
+    half = T_975[2] * 0.03 / math.sqrt(3)
+    assert (base["ci_low"], base["ci_high"]) == pytest.approx((0.81 - half, 0.81 + half))
 
     # +0.02 on every seed: the level means' CIs overlap, the paired difference does not cover 0
     attention = stats.loc[("attention", True)]
@@ -102,40 +182,72 @@ def test_ofat_ablation_levels_pairs_and_flags() -> None:
     assert attention["diff"] == pytest.approx(0.02)
     assert attention["diff_low"] == pytest.approx(0.02) and attention["diff_high"] == pytest.approx(0.02)
     assert attention["excludes_zero"] == True  # noqa: E712 (pandas boolean)
+    assert attention["verdict"] == "higher"
+    assert attention["p_value"] == 0.25  # exact: 2 of 2**3 sign vectors
+    assert math.isnan(attention["effect_size"])  # the differences do not vary: d_z would be inf
     assert attention["ci_low"] < base["ci_high"]
 
     multiscale = stats.loc[("multiscale", False)]
     assert multiscale["diff"] == pytest.approx(np.mean(list(OFAT_EFFECTS[("multiscale", False)].values())))
     assert multiscale["diff_low"] < 0 < multiscale["diff_high"]
     assert multiscale["excludes_zero"] == False  # noqa: E712
+    assert multiscale["verdict"] == "inconclusive" and multiscale["p_value"] == 1.0
+    assert multiscale["effect_size"] == pytest.approx(0.0, abs=1e-9)
 
     growth = stats.loc[("growth", 24)]
     assert growth["seeds"] == 1 and growth["pairs"] == 1
     assert growth["diff"] == pytest.approx(0.03)
     assert math.isnan(growth["ci_low"]) and math.isnan(growth["diff_low"])
-    assert pd.isna(growth["excludes_zero"])
+    assert pd.isna(growth["excludes_zero"]) and growth["verdict"] == "inconclusive"
     assert "fewer than 2 seeds" in growth["note"]
     assert stats.loc[("attention", True), "note"] == ""
 
+    # Holm across the three compared levels: p = 0.25, 1, 1 -> 0.75, 1, 1
+    compared = stats[~stats["is_base"]]
+    assert list(compared["p_holm"]) == pytest.approx(holm(list(compared["p_value"])))
+    assert stats.loc[("attention", True), "p_holm"] == pytest.approx(0.75)
+    assert stats.loc[("growth", 24), "p_holm"] == 1.0
 
-def test_ablation_warns_and_markdown_spells_out_missing_intervals(caplog) -> None:
+
+def test_ablation_compares_the_test_metric_by_default() -> None:
+    df = ofat_frame()
+    attention = df["attention"] == True  # noqa: E712
+    df.loc[attention, "best_val_acc"] += 0.1  # validation numbers differ; test ones do not
+    stats = ablation(df).set_index(["factor", "level"])
+    assert stats.loc[("attention", True), "diff"] == pytest.approx(0.02)
+    on_val = ablation(df, metric="best_val_acc").set_index(["factor", "level"])
+    assert on_val.loc[("attention", True), "diff"] == pytest.approx(0.12)
+    old = ofat_frame().assign(test_acc=math.nan)  # a database from before test metrics
+    with pytest.raises(ValueError, match='test_acc.*metric="best_val_acc"'):
+        ablation(old)
+
+
+def test_ablation_warns_and_markdown_spells_out_verdicts(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="rksearch.analysis"):
-        stats = ablation(ofat_frame(), n_boot=500)
+        stats = ablation(ofat_frame())
     assert any("growth=24" in r.getMessage() and "fewer than 2 seeds" in r.getMessage() for r in caplog.records)
     text = ablation_markdown(stats)
+    assert text.splitlines()[0] == (
+        "| factor | level | seeds | mean (%) | 95% CI | diff vs base (pp) | 95% CI | p (Holm) | d_z | verdict |"
+    )
     growth_line = next(line for line in text.splitlines() if line.startswith("| growth | 24 "))
     assert "1 ⚠" in growth_line and "n<2: none" in growth_line and "+3.00" in growth_line
+    assert growth_line.endswith("| 1 (1) | — | inconclusive |")
     attention_line = next(line for line in text.splitlines() if line.startswith("| attention | True "))
-    assert "| +2.00 | [2.00, 2.00] | yes |" in attention_line
-    assert "| attention | False (base) | 3 | 81.00 |" in text
+    assert attention_line.endswith("| +2.00 | [2.00, 2.00] | 0.25 (0.75) | — | higher |")
+    multiscale_line = next(line for line in text.splitlines() if line.startswith("| multiscale | False "))
+    assert multiscale_line.endswith("| 1 (1) | +0.00 | inconclusive |")
+    assert "| attention | False (base) | 3 | 81.00 | [73.55, 88.45] | 0 | — | — | — | base |" in text
+    assert "inconclusive: the interval crosses zero" in text
     assert "fewer than 2 seeds" in text.splitlines()[-1]
 
 
 def test_ablation_with_explicit_base_and_bad_base() -> None:
-    stats = ablation(ofat_frame(), factors=["attention"], base={"attention": True}, n_boot=500)
+    stats = ablation(ofat_frame(), factors=["attention"], base={"attention": True})
     flipped = stats.set_index("level").loc[False]
     # with attention=True as base, the multiscale/growth rows still sit at their mode -> ofat
-    assert flipped["diff"] == pytest.approx(-0.02)
+    assert flipped["diff"] == pytest.approx(-0.02) and flipped["verdict"] == "lower"
+    assert flipped["p_holm"] == flipped["p_value"] == 0.25  # one comparison: Holm changes nothing
     with pytest.raises(ValueError, match="base level 'yes'"):
         ablation(ofat_frame(), base={"attention": "yes"})
     with pytest.raises(KeyError, match="nope"):
@@ -145,9 +257,9 @@ def test_ablation_with_explicit_base_and_bad_base() -> None:
 def test_ablation_ignores_unfinished_trials() -> None:
     df = ofat_frame()
     extra = trial_row(99, "RKCNN-E-3_3_3", None, "explicit", 1, 1, 0, 90.0, status="pruned")
-    extra.update({"attention": True, "multiscale": True, "growth": 12, "val_acc": 0.10})
+    extra.update({"attention": True, "multiscale": True, "growth": 12, "test_acc": 0.10})
     both = pd.concat([df, pd.DataFrame([extra])])
-    stats = ablation(both, n_boot=500, dims=df.attrs["dims"]).set_index(["factor", "level"])
+    stats = ablation(both, dims=df.attrs["dims"]).set_index(["factor", "level"])
     assert stats.loc[("attention", True), "diff"] == pytest.approx(0.02)
 
 
@@ -156,10 +268,11 @@ def test_ablation_ignores_unfinished_trials() -> None:
 
 def test_grid_main_effects_are_marginal_and_paired() -> None:
     df = grid_frame()
-    stats = ablation(df, base={"depth": "shallow", "lr": 0.1}, n_boot=1000).set_index(["factor", "level"])
+    stats = ablation(df, base={"depth": "shallow", "lr": 0.1}).set_index(["factor", "level"])
     assert set(stats["design"]) == {"grid"}
     deep = stats.loc[("depth", "deep")]
     assert deep["diff"] == pytest.approx(0.05) and deep["excludes_zero"] == True  # noqa: E712
+    assert deep["verdict"] == "higher" and deep["p_value"] == 0.25
     assert deep["diff_high"] - deep["diff_low"] == pytest.approx(0.0, abs=1e-12)
     assert stats.loc[("lr", 0.05), "diff"] == pytest.approx(0.01)
     # marginal mean of 'shallow' averages over both lr values and the seeds
@@ -169,7 +282,7 @@ def test_grid_main_effects_are_marginal_and_paired() -> None:
 
 
 def test_grid_default_base_is_the_first_sorted_level() -> None:
-    stats = ablation(grid_frame(), n_boot=500).set_index(["factor", "level"])
+    stats = ablation(grid_frame()).set_index(["factor", "level"])
     assert stats.loc[("depth", "deep"), "is_base"]  # 'deep' < 'shallow'
     assert stats.loc[("depth", "shallow"), "diff"] == pytest.approx(-0.05)
     assert stats.loc[("lr", 0.1), "diff"] == pytest.approx(-0.01)
@@ -179,7 +292,7 @@ def test_grid_pairs_only_cells_present_at_both_levels() -> None:
     df = grid_frame()
     # drop (deep, lr=0.05, seed 1): its seed-1 difference must come from the lr=0.1 cell alone
     drop = (df["depth"] == "deep") & (df["lr"] == 0.05) & (df["seed"] == 1)
-    stats = ablation(df[~drop], base={"depth": "shallow", "lr": 0.1}, n_boot=500)
+    stats = ablation(df[~drop], base={"depth": "shallow", "lr": 0.1})
     deep = stats.set_index(["factor", "level"]).loc[("depth", "deep")]
     assert deep["diff"] == pytest.approx(0.05)
 
@@ -213,18 +326,69 @@ def test_dimensions_come_from_attrs_or_an_explicit_list() -> None:
     assert len(replicates(bare, dims=["stages", "growth", "form"])) == 8
 
 
-def test_replicates_average_seeds_of_completed_trials() -> None:
+def test_replicates_summarise_seeds_of_completed_trials() -> None:
     df = figure4_frame()
-    reps = replicates(df).set_index("model_name")
+    reps = replicates(df)
+    assert list(reps.columns) == [
+        "family", "model_name", "canonical", "stages", "growth", "form", "params", "flops", "validation",
+        "mean", "sd", "n", "ci_low", "ci_high", "half_width",
+    ]  # fmt: skip
+    # sorted by family in paper order, then FLOPs
+    assert list(reps["family"]) == ["ERKNet"] * 4 + ["IRKNet"] * 3 + ["DenseNet"]
+    assert list(reps["flops"][:4]) == sorted(reps["flops"][:4])
+    reps = reps.set_index("model_name")
     assert "ERKNet-8x1 8x1 8x1" not in reps.index  # failed
     assert "IRKNet-2x1 2x1 2x1" not in reps.index  # pruned
-    assert reps.loc["ERKNet-6x1 6x1 6x1", "family"] == "ERKNet"
-    assert reps.loc["ERKNet-6x1 6x1 6x1", "error"] == pytest.approx(0.062)
-    assert reps.loc["ERKNet-6x1 6x1 6x1", "error_sd"] == pytest.approx(math.sqrt(0.08) / 100)
-    assert reps.loc["ERKNet-6x1 6x1 6x1", "seeds"] == 2
-    assert reps.loc["DenseNet-BC-100", "seeds"] == 1 and math.isnan(reps.loc["DenseNet-BC-100", "error_sd"])
-    assert reps.loc["ERKNet-6x1 6x1 6x1", "stages"] == (6, 6, 6)
+    six = reps.loc["ERKNet-6x1 6x1 6x1"]
+    assert six["family"] == "ERKNet" and six["validation"] == "holdout" and six["stages"] == (6, 6, 6)
+    assert six["mean"] == pytest.approx(0.062)  # test errors 6.0 and 6.4 %
+    assert six["sd"] == pytest.approx(math.sqrt(0.08) / 100)
+    assert six["n"] == 2
+    half = T_975[1] * six["sd"] / math.sqrt(2)  # t(0.975, 1) = 12.7: two seeds say little
+    assert six["half_width"] == pytest.approx(half)
+    assert (six["ci_low"], six["ci_high"]) == pytest.approx((0.062 - half, 0.062 + half))
+    dense = reps.loc["DenseNet-BC-100"]
+    assert dense["n"] == 1 and math.isnan(dense["sd"]) and math.isnan(dense["half_width"])
     assert len(reps) == 8
+
+
+def test_replicates_drop_trials_without_the_metric_and_read_any_metric() -> None:
+    df = figure4_frame()
+    df.loc[df["model_name"].eq("ERKNet-6x1 6x1 6x1") & df["seed"].eq(1), "test_error"] = math.nan
+    reps = replicates(df).set_index("model_name")
+    assert reps.loc["ERKNet-6x1 6x1 6x1", "n"] == 1
+    assert reps.loc["ERKNet-6x1 6x1 6x1", "mean"] == pytest.approx(0.060)
+    final = replicates(df, metric="final_val_error").set_index("model_name")
+    assert final.loc["ERKNet-6x1 6x1 6x1", "n"] == 2
+    assert final.loc["ERKNet-6x1 6x1 6x1", "mean"] == pytest.approx(0.063)
+    assert replicates(df.iloc[:0]).empty
+
+
+def test_a_frame_without_test_numbers_says_which_metric_to_use() -> None:
+    old = figure4_frame().assign(test_error=math.nan, test_acc=math.nan)  # an older database
+    with pytest.raises(ValueError, match='test_error.*metric="best_val_error"'):
+        paper_table(old)
+    with pytest.raises(ValueError, match='test_error.*metric="best_val_error"'):
+        replicates(old.drop(columns="test_error"))
+    table = paper_table(old, metric="best_val_error")
+    assert table.attrs["metric"] == "best_val_error"
+    assert "best_val_error reported" in table_markdown(table)
+    with pytest.raises(ValueError, match="not an error column"):
+        paper_table(figure4_frame(), metric="test_acc")
+
+
+def test_a_stored_study_tabulates_like_its_frame(tmp_path) -> None:
+    """`store_frame(with_test=True)` round-trips the columns the tables read, through `results.load`."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    frame = figure4_frame()
+    store_frame(url, "fig4", frame, with_test=True)
+    stored = results.load(url, "fig4", status=None)
+    assert list(stored.columns) == list(frame.columns)
+    assert table_markdown(paper_table(stored)) == table_markdown(paper_table(frame))
+    assert set(stored["validation"]) == {"holdout"}
+    store_frame(url, "old", frame)  # no test numbers, as an older database
+    with pytest.raises(ValueError, match='metric="best_val_error"'):
+        paper_table(results.load(url, "old"))
 
 
 def _tiny(errors: dict[str, list[float]]) -> pd.DataFrame:
@@ -243,6 +407,8 @@ def _tiny(errors: dict[str, list[float]]) -> pd.DataFrame:
 
 
 TINY = {"ERKNet-7x1 7x1 7x1": [4.87], "ERKNet-6x1 6x1 6x1": [5.12], "IRKNet-3x1 3x1 3x1": [5.43]}
+HOLDOUT = ("Error (%): test_error, mean ± half-width of its 95% CI over seeds (n seeds); "
+           "selected on a validation holdout; test error reported.")  # fmt: skip
 
 
 def test_table_markdown_exact() -> None:
@@ -250,35 +416,53 @@ def test_table_markdown_exact() -> None:
     assert text == (
         "| ERKNet | GFLOPs | params (M) | error (%) | IRKNet | GFLOPs | params (M) | error (%) |\n"
         "|---|---:|---:|---:|---|---:|---:|---:|\n"
-        "| ERKNet-6x1 6x1 6x1 | 0.66 | 0.74 | 5.12 | IRKNet-3x1 3x1 3x1 | 0.40 | 0.45 | 5.43 |\n"
-        "| ERKNet-7x1 7x1 7x1 | 0.88 | 0.99 | 4.87 |  |  |  |  |\n"
+        "| ERKNet-6x1 6x1 6x1 | 0.66 | 0.74 | 5.12 (1) | IRKNet-3x1 3x1 3x1 | 0.40 | 0.45 | 5.43 (1) |\n"
+        "| ERKNet-7x1 7x1 7x1 | 0.88 | 0.99 | 4.87 (1) |  |  |  |  |\n"
+        f"\n{HOLDOUT}\n"
     )
 
 
 def test_table_latex_exact() -> None:
     text = table_latex(paper_table(_tiny(TINY)))
     assert text == (
+        f"% {HOLDOUT}\n"
         "\\begin{tabular}{lrrrlrrr}\n"
         "\\toprule\n"
         "\\multicolumn{4}{c}{ERKNet} & \\multicolumn{4}{c}{IRKNet} \\\\\n"
         "\\cmidrule(lr){1-4} \\cmidrule(lr){5-8}\n"
         "Model & GFLOPs & Params (M) & Error (\\%) & Model & GFLOPs & Params (M) & Error (\\%) \\\\\n"
         "\\midrule\n"
-        "ERKNet-6x1 6x1 6x1 & 0.66 & 0.74 & 5.12 & IRKNet-3x1 3x1 3x1 & 0.40 & 0.45 & 5.43 \\\\\n"
-        "ERKNet-7x1 7x1 7x1 & 0.88 & 0.99 & 4.87 &  &  &  &  \\\\\n"
+        "ERKNet-6x1 6x1 6x1 & 0.66 & 0.74 & 5.12 (1) & IRKNet-3x1 3x1 3x1 & 0.40 & 0.45 & 5.43 (1) \\\\\n"
+        "ERKNet-7x1 7x1 7x1 & 0.88 & 0.99 & 4.87 (1) &  &  &  &  \\\\\n"
         "\\bottomrule\n"
         "\\end{tabular}\n"
     )
 
 
-def test_table_with_seeds_shows_mean_and_sd() -> None:
-    errors = dict(TINY, **{"IRKNet-3x1 3x1 3x1": [5.4, 5.6]})
+def test_table_with_seeds_shows_mean_half_width_and_n() -> None:
+    errors = dict(TINY, **{"IRKNet-3x1 3x1 3x1": [5.0, 5.2, 5.4], "ERKNet-7x1 7x1 7x1": [4.8, 5.0]})
     table = paper_table(_tiny(errors))
     md = table_markdown(table)
-    assert md.splitlines()[0].endswith("| IRKNet | GFLOPs | params (M) | error (%, mean ± s.d.) |")
-    assert "| IRKNet-3x1 3x1 3x1 | 0.40 | 0.45 | 5.50 ± 0.14 |" in md
-    assert "| ERKNet-6x1 6x1 6x1 | 0.66 | 0.74 | 5.12 (1 seed) |" in md
-    assert "$5.50 \\pm 0.14$" in table_latex(table)
+    # s = 0.2, half-width t(0.975, 2) * 0.2 / sqrt(3) = 0.497; two seeds: 12.7 * 0.1414 / sqrt(2) = 1.27
+    assert "| IRKNet-3x1 3x1 3x1 | 0.40 | 0.45 | 5.20 ± 0.50 (3) |" in md
+    assert "| ERKNet-7x1 7x1 7x1 | 0.88 | 0.99 | 4.90 ± 1.27 (2) |" in md
+    assert "| ERKNet-6x1 6x1 6x1 | 0.66 | 0.74 | 5.12 (1) |" in md
+    assert "$5.20 \\pm 0.50$ (3)" in table_latex(table)
+    assert table[("IRKNet", "± (%)")].iloc[0] == pytest.approx(T_975[2] * 0.2 / math.sqrt(3))
+    assert table[("IRKNet", "n")].iloc[0] == 3
+
+
+def test_tables_of_studies_selected_on_test_say_so() -> None:
+    paper = _tiny(TINY).assign(validation="test")
+    md, tex = table_markdown(paper_table(paper)), table_latex(paper_table(paper))
+    assert md.endswith("(n seeds); selected on test (the paper's protocol).\n")
+    assert tex.splitlines()[0].endswith("selected on test (the paper's protocol).")
+    assert tex.startswith("% ")
+    mixed = _tiny(TINY)
+    mixed.loc[mixed["model_name"] == "IRKNet-3x1 3x1 3x1", "validation"] = "test"
+    assert "some configurations selected on test (the paper's protocol)" in table_markdown(paper_table(mixed))
+    assert "selected on a validation holdout" in table_markdown(paper_table(_tiny(TINY)))
+    assert "selection split not recorded" in table_markdown(paper_table(_tiny(TINY).drop(columns="validation")))
 
 
 def test_table_tells_apart_rows_of_one_model_name_by_the_dimensions_that_differ() -> None:
@@ -293,16 +477,16 @@ def test_table_tells_apart_rows_of_one_model_name_by_the_dimensions_that_differ(
     frame = pd.DataFrame(rows)
     frame.attrs["dims"] = ["form", "stages", "growth"]
     md = table_markdown(paper_table(frame))
-    assert "| ERKNet-1x1 1x1 1x1 (growth=4) | 0.00065 | 0.00075 | 14.00 |" in md
-    assert "| ERKNet-1x1 1x1 1x1 (growth=8) | 0.0022 | 0.0023 | 18.00 |" in md
-    assert "| ERKNet-3x1 3x1 3x1 | 0.0026 | 0.0030 | 9.70 |" in md  # unique: no suffix
+    assert "| ERKNet-1x1 1x1 1x1 (growth=4) | 0.00065 | 0.00075 | 14.00 (1) |" in md
+    assert "| ERKNet-1x1 1x1 1x1 (growth=8) | 0.0022 | 0.0023 | 18.00 (1) |" in md
+    assert "| ERKNet-3x1 3x1 3x1 | 0.0026 | 0.0030 | 9.70 (1) |" in md  # unique: no suffix
     assert "IRKNet-2x1 2x1 2x1 (growth=8)" in md
 
 
 def test_table_warns_when_rows_differ_only_in_fixed_knobs(caplog: pytest.LogCaptureFixture) -> None:
     df = _tiny(TINY)
     twin = df[df["model_name"] == "IRKNet-3x1 3x1 3x1"].assign(canonical="IRKNet-3x1 3x1 3x1 (k=36, m=2)",
-                                                                trial_key="twin", val_error=0.06)
+                                                                trial_key="twin", test_error=0.06)
     both = pd.concat([df, twin])
     both.attrs = df.attrs
     with caplog.at_level(logging.WARNING, logger="rksearch.analysis"):
@@ -330,6 +514,7 @@ def test_table_by_form_escapes_latex_and_round_trips_csv() -> None:
     assert list(back.columns[:4]) == ["clique model", "clique GFLOPs", "clique params (M)", "clique error (%)"]
     assert back.loc[0, "explicit GFLOPs"] == pytest.approx(0.66)
     assert back.loc[0, "explicit params (M)"] == pytest.approx(0.74)
-    assert back.loc[0, "clique seeds"] == 1
+    assert back.loc[0, "clique n"] == 1
+    assert "clique ± (%)" in back.columns
     with pytest.raises(KeyError, match="no such column"):
         paper_table(df, by="neck")
