@@ -2,28 +2,34 @@
 
 A study trades accuracy against cost (FLOPs or params), so the interesting trials are the
 non-dominated ones.  The direction of the y objective is read from its column name, so the
-same call works on the contract's `val_acc` (maximised) and `val_error` (minimised).
+same call works on `test_acc` (maximised, the default: the reporting metric of
+`results.load`), `test_error` or `best_val_error` (minimised), or any other column.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-#: y columns whose name ends with one of these are minimised; every other y is maximised.
-MINIMISED_SUFFIXES: tuple[str, ...] = ("error", "loss")
+#: y columns with one of these words in their name (words split at '_') are minimised; every
+#: other y is maximised.  A word, not a suffix: `test_error_final` is an error too.
+MINIMISED_WORDS: tuple[str, ...] = ("error", "loss")
+#: the old name of MINIMISED_WORDS
+MINIMISED_SUFFIXES = MINIMISED_WORDS
 
 
 def minimises(y: str) -> bool:
-    """Whether objective `y` is better when smaller (errors and losses are)."""
-    return y.endswith(MINIMISED_SUFFIXES)
+    """Whether objective `y` is better when smaller: errors and losses are (test_error,
+    test_error_final, best_val_error, val_loss); accuracies are not."""
+    return any(word in MINIMISED_WORDS for word in str(y).lower().split("_"))
 
 
-def pareto(df: pd.DataFrame, x: str = "flops", y: str = "val_acc") -> pd.DataFrame:
+def pareto(df: pd.DataFrame, x: str = "flops", y: str = "test_acc") -> pd.DataFrame:
     """The rows of `df` that no other row dominates, sorted by `x` (ties: better y first).
 
-    `x` is always minimised; `y` is minimised when its name ends in 'error' or 'loss' and
-    maximised otherwise.  Row a dominates row b when a is at least as good in both and strictly
-    better in one, so exact duplicates of a front point are all kept (neither dominates the
+    `x` is always minimised; `y` is minimised when its name has the word 'error' or 'loss'
+    (`minimises`) and maximised otherwise (default `test_acc`, the reporting metric; pass
+    `y="best_val_acc"` for the selection one).  Row a dominates row b when a is at least as
+    good in both and strictly better in one, so exact duplicates of a front point are all kept (neither dominates the
     other).  Rows with a missing x or y cannot be compared and are left out.  The original index
     is kept so callers can join the front back to their frame.
     """
@@ -48,4 +54,4 @@ def pareto(df: pd.DataFrame, x: str = "flops", y: str = "val_acc") -> pd.DataFra
     return ordered.iloc[keep]
 
 
-__all__ = ["pareto", "minimises", "MINIMISED_SUFFIXES"]
+__all__ = ["pareto", "minimises", "MINIMISED_WORDS", "MINIMISED_SUFFIXES"]

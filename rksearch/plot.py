@@ -33,8 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     scale = parser.add_mutually_exclusive_group()
     scale.add_argument("--log", dest="log", action="store_true", default=None, help="log scale for the cost/metric axis")
     scale.add_argument("--linear", dest="log", action="store_false", help="linear axes")
-    parser.add_argument("--x", default="flops", help="pareto: cost column (flops, params, macs)")
-    parser.add_argument("--y", default="val_error", help="pareto: objective column (val_error, val_acc, ...)")
+    parser.add_argument("--x", default="flops", help="pareto: cost column (flops, params, macs; default flops)")
+    parser.add_argument("--y", default=plots.DEFAULT_METRIC,
+                        help=f"figure4, pareto: the metric, mean over seeds (default {plots.DEFAULT_METRIC}, the "
+                        "reporting one; test_acc, or best_val_error for a database without test numbers)")  # fmt: skip
     parser.add_argument("-o", "--output", type=Path, required=True, help="output file: .png, .pdf or .svg")
     return parser
 
@@ -49,11 +51,12 @@ def draw(args: argparse.Namespace) -> Figure:
         raise ValueError(f"study {args.study!r} has no completed trials yet")
     if args.kind == "figure4":
         reference = None if args.reference is None else plots.read_reference(args.reference)
-        return plots.figure4(frame, by=args.by, log=args.log, reference=reference, title=title)
+        return plots.figure4(frame, by=args.by, error=args.y, log=args.log, reference=reference, title=title)
     if args.kind == "pareto":
         return plots.pareto_plot(frame, x=args.x, y=args.y, by=args.by, log=args.log, title=title)
     stats = analysis.ablation(frame, factors=None if args.by is None else [args.by])
-    return plots.ablation_chart(stats, title=title)
+    note = analysis.selection_note(frame)
+    return plots.ablation_chart(stats, title=f"{title} ({note})" if note else title)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,8 +6,15 @@ Every function takes DataFrames (the shapes `rksearch.results.load` / `load_epoc
 pyplot, so nothing here touches a GUI backend, global state or Ray, and a caller (the
 `python -m rksearch.plot` CLI, a notebook, a test) decides where it goes.  Errors are fractions
 in the frames and percent on the axes.  Each drawn series carries a `gid` ("series:ERKNet",
-"pareto", "dominated:IRKNet", "reference:DenseNet", "trial:7", "effect", "ci") so a figure can
-be checked object by object rather than pixel by pixel.
+"pareto", "dominated:IRKNet", "ci:ERKNet", "reference:DenseNet", "trial:7", "effect", "ci") so a
+figure can be checked object by object rather than pixel by pixel.
+
+Figure 4 and the Pareto plot report the test metric (`test_error` by default: the validation
+split selects, the test set reports) as per-configuration means over seeds
+(`analysis.replicates`), with a vertical error bar of the confidence interval where a
+configuration has two seeds or more and none where it has one.  Their title says how the
+models were selected: "selected on test" when any trial of the frame has `validation ==
+"test"` (a paper study), else "selected on validation".
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from rksearch.analysis import FAMILIES, completed, confidence_label, families, ordered_groups, replicates
+from rksearch import analysis
+from rksearch.analysis import FAMILIES, confidence_label, families, ordered_groups
 from rksearch.analysis import level_text as label
 from rksearch.pareto import minimises, pareto
 
@@ -30,27 +38,85 @@ from rksearch.pareto import minimises, pareto
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#ff7f0e", "#17becf", "#7f7f7f", "#bcbd22")
 _MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">")
 
-#: how a study column is shown on an axis: (label, factor from the frame's unit)
+#: how a column of a trial frame (`results.load`) is shown on an axis: (label, factor from
+#: the frame's unit).  test_* is the reporting metric, best_val_* / final_val_* the selection one.
 AXES: dict[str, tuple[str, float]] = {
     "params": ("params (M)", 1e-6),
     "flops": ("FLOPs (G)", 1e-9),
     "macs": ("MACs (G)", 1e-9),
-    "val_error": ("validation error (%)", 100.0),
+    "test_error": ("test error (%)", 100.0),
+    "test_acc": ("test accuracy (%)", 100.0),
+    "test_error_final": ("test error, final weights (%)", 100.0),
+    "test_acc_final": ("test accuracy, final weights (%)", 100.0),
     "best_val_error": ("best validation error (%)", 100.0),
     "final_val_error": ("final validation error (%)", 100.0),
-    "val_acc": ("validation accuracy (%)", 100.0),
     "best_val_acc": ("best validation accuracy (%)", 100.0),
     "final_val_acc": ("final validation accuracy (%)", 100.0),
-    "train_acc": ("training accuracy (%)", 100.0),
 }
+
+#: how a column of an epoch frame (`results.load_epochs`: that epoch's numbers) is shown
+EPOCH_AXES: dict[str, tuple[str, float]] = {
+    "val_error": ("validation error (%)", 100.0),
+    "val_acc": ("validation accuracy (%)", 100.0),
+    "train_acc": ("training accuracy (%)", 100.0),
+    "val_loss": ("validation loss", 1.0),
+    "train_loss": ("training loss", 1.0),
+    "lr": ("learning rate", 1.0),
+}
+
+#: the metric Figure 4 and the Pareto plot show by default: the reporting one
+DEFAULT_METRIC = "test_error"
 
 #: columns a reference CSV must have (published numbers in the units the axes show)
 REFERENCE_COLUMNS: tuple[str, ...] = ("family", "name", "params", "flops", "error")
 
 
-def axis(column: str) -> tuple[str, float]:
-    """Label and unit factor for a column (unknown columns: their name, unscaled)."""
-    return AXES.get(column, (column, 1.0))
+def axis(column: str, *, per_epoch: bool = False) -> tuple[str, float]:
+    """Label and unit factor for a column of a trial frame, or of an epoch frame with
+    `per_epoch` (unknown columns: their name, unscaled)."""
+    return (EPOCH_AXES if per_epoch else AXES).get(column, (column, 1.0))
+
+
+def _titled(title: str | None, note: str | None) -> str | None:
+    """The title with the selection note after it ('fig4 (selected on test)'), or either alone."""
+    if title and note:
+        return f"{title} ({note})"
+    return title or note
+
+
+def _error_bars(ax: Axes, part: pd.DataFrame, x: str, y: str, colour: str, name: str) -> None:
+    """Vertical CI bars (columns low/high, plotted units) of the rows of `part` with n > 1.
+
+    A configuration with one seed has no interval (NaN bounds) and gets no bar: an invented
+    zero-width one would read as certainty.  The bars' LineCollection carries gid 'ci:NAME'.
+    """
+    shown = part[(part["n"] > 1) & part["low"].notna() & part["high"].notna()]
+    if shown.empty:
+        return
+    ys = shown[y].to_numpy(dtype=float)
+    spread = np.vstack([ys - shown["low"].to_numpy(dtype=float), shown["high"].to_numpy(dtype=float) - ys])
+    bars = ax.errorbar(shown[x].to_numpy(dtype=float), ys, yerr=spread, fmt="none", ecolor=colour,
+                       elinewidth=1.0, capsize=2.5, alpha=0.8, zorder=1.5)  # fmt: skip
+    for collection in bars.lines[2]:
+        collection.set_gid(f"ci:{name}")
+    for cap in bars.lines[1]:
+        cap.set_gid(f"ci-cap:{name}")
+
+
+def _plotted(rows: pd.DataFrame, x: str, x_unit: float, y: str, y_unit: float) -> pd.DataFrame:
+    """Per-configuration rows in plotted units: px, the mean as column `plotted_<y>` (named so
+    `pareto` reads y's direction from it), and its CI as low/high."""
+    return rows.assign(
+        px=rows[x].astype(float) * x_unit,
+        **{f"plotted_{y}": rows["mean"].astype(float) * y_unit},
+        low=rows["ci_low"].astype(float) * y_unit,
+        high=rows["ci_high"].astype(float) * y_unit,
+    )
+
+
+def _ci_handle(level: float) -> tuple[Line2D, str]:
+    """The legend entry explaining the error bars."""
+    return Line2D([], [], color="0.35", marker="|", ms=10, ls="none"), f"{100 * level:g}% CI over seeds (n > 1)"
 
 
 def style(group: Hashable, groups: Sequence[Hashable]) -> tuple[str, str]:
@@ -122,48 +188,57 @@ def figure4(
     df: pd.DataFrame,
     *,
     by: str | None = None,
-    error: str = "val_error",
+    error: str = DEFAULT_METRIC,
     log: bool | None = None,
     names: bool = True,
     reference: pd.DataFrame | None = None,
     dims: Sequence[str] | None = None,
     title: str | None = None,
+    level: float = 0.95,
 ) -> Figure:
-    """The paper's Figure 4 from a study: error (%) vs params (M) left, vs FLOPs (G) right.
+    """The paper's Figure 4 from a study: test error (%) vs params (M) left, vs FLOPs (G) right.
 
-    One series per family (or per value of column `by`), seeds averaged (`analysis.replicates`),
-    points joined in order of the panel's x and labelled with their model name (`names`).
-    Points on their own series' Pareto front are filled and the others hollow, and the study's
-    overall front is a dashed staircase.  `log` (default True) puts the cost axes on a log
-    scale.  `reference` (see `read_reference`) adds published points with their own marker.
+    One point per configuration: the mean of `error` (default `test_error`, the reporting
+    metric) over its seeds (`analysis.replicates`), with a vertical error bar of its `level`
+    confidence interval when it has two seeds or more (none for one seed).  One series per
+    family (or per value of column `by`), points joined in order of the panel's x and labelled
+    with their model name (`names`).  Points on their own series' Pareto front are filled and
+    the others hollow, and the study's overall front is a dashed staircase.  `log` (default
+    True) puts the cost axes on a log scale.  `reference` (see `read_reference`) adds
+    published points with their own marker.  The title ends in "(selected on test)" when any
+    trial was selected on the test set, else "(selected on validation)".
     """
-    rows = replicates(df, error, dims)
+    rows = analysis.per_configuration(df, [error], dims, level)
     if rows.empty:
-        raise ValueError("no completed trial with a validation error to plot")
+        raise ValueError(f"no completed trial with a {error} to plot")
     rows["group"] = _groups(rows, by).to_numpy()
     groups = ordered_groups(rows["group"])
     ref_groups = [] if reference is None else ordered_groups(reference["family"])
     every = list(dict.fromkeys([*groups, *ref_groups]))
     fig = Figure(figsize=(11, 4.6), layout="constrained")
     panels = fig.subplots(1, 2, sharey=True)
+    y_unit = axis(error)[1]
+    py = f"plotted_{error}"  # named after `error` so `pareto` reads its direction from it
+    with_bars = False
     for ax, x in zip(panels, ("params", "flops")):
         x_label, x_unit = axis(x)
-        # the plotted y keeps a name ending in 'error', so `pareto` minimises it
-        points = rows.assign(px=rows[x].astype(float) * x_unit, py_error=rows["error"].astype(float) * 100.0)
+        points = _plotted(rows, x, x_unit, error, y_unit)
         for group in groups:
             colour, marker = style(group, every)
             part = points[points["group"] == group].sort_values("px", kind="mergesort")
-            ax.plot(part["px"], part["py_error"], color=colour, marker=marker, lw=1.4, ms=6,
+            ax.plot(part["px"], part[py], color=colour, marker=marker, lw=1.4, ms=6,
                     label=label(group), gid=f"series:{label(group)}")  # fmt: skip
-            dominated = part.drop(pareto(part, x="px", y="py_error").index)
-            ax.plot(dominated["px"], dominated["py_error"], ls="none", marker=marker, ms=6, mfc="white",
+            _error_bars(ax, part, "px", py, colour, label(group))
+            with_bars |= bool((part["n"] > 1).any())
+            dominated = part.drop(pareto(part, x="px", y=py).index)
+            ax.plot(dominated["px"], dominated[py], ls="none", marker=marker, ms=6, mfc="white",
                     mec=colour, gid=f"dominated:{label(group)}")  # fmt: skip
             if names:
                 for _, point in part.iterrows():
-                    ax.annotate(str(point["model_name"]), (point["px"], point["py_error"]), xytext=(4, 3),
+                    ax.annotate(str(point["model_name"]), (point["px"], point[py]), xytext=(4, 3),
                                 textcoords="offset points", fontsize=7, color=colour)  # fmt: skip
-        front = pareto(points, x="px", y="py_error")
-        ax.plot(front["px"], front["py_error"], ls="--", color="0.25", lw=1.0, drawstyle="steps-post",
+        front = pareto(points, x="px", y=py)
+        ax.plot(front["px"], front[py], ls="--", color="0.25", lw=1.0, drawstyle="steps-post",
                 label="Pareto front", gid="pareto", zorder=1)  # fmt: skip
         if reference is not None:
             _draw_reference(ax, reference, x, every, names)
@@ -175,9 +250,14 @@ def figure4(
     handles, labels = panels[0].get_legend_handles_labels()
     handles.append(Line2D([], [], ls="none", marker="o", mfc="white", mec="0.25"))
     labels.append("dominated within its series")
+    if with_bars:
+        handle, text = _ci_handle(level)
+        handles.append(handle)
+        labels.append(text)
     panels[1].legend(handles, labels, fontsize=8, loc="best")
-    if title:
-        fig.suptitle(title)
+    heading = _titled(title, analysis.selection_note(df))
+    if heading:
+        fig.suptitle(heading)
     return fig
 
 
@@ -207,15 +287,19 @@ def curves(
 ) -> Figure:
     """Validation error (%) per epoch, one line per trial, coloured by `by` (default family).
 
-    Lines of one colour share one legend entry, so a study of a hundred trials still has a
-    legend as long as its number of levels.  `log` puts the metric axis on a log scale
-    (default linear).
+    `metric` is a column of `results.load_epochs` (that epoch's numbers: val_error, val_acc,
+    train_acc, val_loss, ...).  Lines of one colour share one legend entry, so a study of a
+    hundred trials still has a legend as long as its number of levels.  `log` puts the metric
+    axis on a log scale (default linear).  When the frame says its trials validated on the
+    test set (a `validation` column), the title says "selected on test".
     """
     if epochs.empty:
         raise ValueError("no epochs recorded to plot")
     data = epochs.assign(group=_groups(epochs, by).to_numpy())
     groups = ordered_groups(data["group"])
-    y_label, y_unit = axis(metric)
+    if metric not in data.columns:
+        raise KeyError(f"cannot plot {metric!r} per epoch: the epochs have no such column")
+    y_label, y_unit = axis(metric, per_epoch=True)
     fig = Figure(figsize=(7, 4.6), layout="constrained")
     ax = fig.subplots()
     seen: set[Hashable] = set()
@@ -228,7 +312,7 @@ def curves(
         seen.add(group)
     _scale(ax, "y", bool(log))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    _finish(ax, "epoch", y_label, by, title)
+    _finish(ax, "epoch", y_label, by, _titled(title, analysis.selection_note(epochs)))
     return fig
 
 
@@ -239,32 +323,40 @@ def pareto_plot(
     df: pd.DataFrame,
     *,
     x: str = "flops",
-    y: str = "val_error",
+    y: str = DEFAULT_METRIC,
     by: str | None = None,
     log: bool | None = None,
     title: str | None = None,
+    dims: Sequence[str] | None = None,
+    level: float = 0.95,
 ) -> Figure:
-    """Every completed trial as a point (coloured by `by`, default family), the Pareto front
-    of `x` (minimised) against `y` (direction from its name, see `pareto.minimises`) as a
-    staircase, and the front's trials named.  `log` (default True) is for the x axis.
+    """Every configuration of the completed trials as a point (coloured by `by`, default
+    family): the mean of `y` (default `test_error`) over its seeds, with a vertical error bar
+    of its `level` confidence interval when it has two seeds or more; the Pareto front of `x`
+    (minimised) against `y` (direction from its name, see `pareto.minimises`) as a staircase,
+    and the front's configurations named.  `x` is params, flops or any other column (a cost
+    that differs between seeds is averaged).  `log` (default True) is for the x axis.  The
+    title says "selected on test" or "selected on validation" (see `figure4`).
     """
-    done = completed(df).dropna(subset=[x, y])
-    if done.empty:
-        raise ValueError("no completed trial to plot")
+    rows = analysis.per_configuration(df, [y] if x in ("params", "flops") else [y, x], dims, level)
+    if x not in ("params", "flops"):
+        rows[x] = rows[f"{x}_mean"]
+    rows = rows.dropna(subset=[x, "mean"])
+    if rows.empty:
+        raise ValueError(f"no completed trial with a {x} and a {y} to plot")
     x_label, x_unit = axis(x)
     y_label, y_unit = axis(y)
-    # the plotted y is named after `y` so that `pareto` reads the same direction from it
-    py = f"plotted_{y}"
-    points = done.assign(px=done[x].astype(float) * x_unit, **{py: done[y].astype(float) * y_unit},
-                         group=_groups(done, by).to_numpy())  # fmt: skip
+    py = f"plotted_{y}"  # named after `y` so that `pareto` reads the same direction from it
+    points = _plotted(rows, x, x_unit, y, y_unit).assign(group=_groups(rows, by).to_numpy())
     groups = ordered_groups(points["group"])
     fig = Figure(figsize=(7, 4.6), layout="constrained")
     ax = fig.subplots()
     for group in groups:
         colour, marker = style(group, groups)
         part = points[points["group"] == group]
-        ax.scatter(part["px"], part[py], color=colour, marker=marker, s=28, alpha=0.8,
+        ax.scatter(part["px"], part[py], color=colour, marker=marker, s=28, alpha=0.8, zorder=2,
                    label=label(group), gid=f"series:{label(group)}")  # fmt: skip
+        _error_bars(ax, part, "px", py, colour, label(group))
     front = pareto(points, x="px", y=py)
     ax.plot(front["px"], front[py], ls="--", color="0.2", lw=1.2, drawstyle="steps-post",
             label="Pareto front", gid="pareto")  # fmt: skip
@@ -272,7 +364,18 @@ def pareto_plot(
         ax.annotate(str(point["model_name"]), (point["px"], point[py]), xytext=(4, 3 if minimises(y) else -9),
                     textcoords="offset points", fontsize=7)  # fmt: skip
     _scale(ax, "x", True if log is None else log)
-    _finish(ax, x_label, y_label, by, title)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.grid(True, alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if (points["n"] > 1).any():
+        handle, text = _ci_handle(level)
+        handles.append(handle)
+        labels.append(text)
+    ax.legend(handles, labels, title=by or "family", fontsize=8)
+    heading = _titled(title, analysis.selection_note(df))
+    if heading:
+        ax.set_title(heading)
     return fig
 
 
@@ -316,7 +419,7 @@ def ablation_chart(stats: pd.DataFrame, *, percent: bool = True, title: str | No
     ax.set_ylim(-0.7, len(effects) - 0.3)
     metric_unit = "points" if percent else "difference"
     confidence = confidence_label(stats)
-    ax.set_xlabel(f"paired difference vs base ({metric_unit}), {confidence} bootstrap CI over seeds")
+    ax.set_xlabel(f"paired difference vs base ({metric_unit}), {confidence} paired t CI over seeds")
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     if title:
@@ -326,6 +429,8 @@ def ablation_chart(stats: pd.DataFrame, *, percent: bool = True, title: str | No
 
 __all__ = [
     "AXES",
+    "EPOCH_AXES",
+    "DEFAULT_METRIC",
     "REFERENCE_COLUMNS",
     "axis",
     "style",

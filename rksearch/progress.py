@@ -1,4 +1,5 @@
-"""What a person watching a study sees: one live status line, then a summary from the database.
+"""What a person watching a study sees: one live status line (the summary at the end is
+`rksearch.summary`, read from the database).
 
 Ray Tune's own tables are switched off (``verbose=0``) and Ray's logs go to a file; this view
 counts trials by state, shows the best so far and a rough ETA, and redraws in place on a
@@ -13,9 +14,6 @@ import time
 from typing import Any, Callable, TextIO
 
 from ray import tune
-
-from . import results
-from .analysis import amount_text
 
 
 class ProgressView(tune.Callback):
@@ -117,37 +115,3 @@ def _clock(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
         else f"{seconds // 60}:{seconds % 60:02d}"
-
-
-def summary(url: str, display_url: str, study: str, cost: str = "flops", top: int = 5) -> str:
-    """The end-of-study report: counts, best trials, the accuracy-vs-cost front, what to run next."""
-    every = results.load(url, study=study, status=None)
-    lines = [f"study {study}: " + ", ".join(f"{n} {s}" for s, n in every["status"].value_counts().items())
-             if len(every) else f"study {study}: no trials"]
-    done = every[every["status"] == "completed"]
-    if len(done):
-        columns = ["model_name", *[d for d in every.attrs.get("dims", []) if d in done], "seed", "params",
-                   "flops", "best_val_acc", "epochs", "wall_seconds"]
-        columns = list(dict.fromkeys(c for c in columns if c in done))
-        best = done.sort_values("best_val_acc", ascending=False).head(top)
-        lines += ["", f"best {len(best)} by validation accuracy:", _table(best[columns])]
-        front = results.pareto(done, x=cost, y="best_val_acc")
-        lines += ["", f"Pareto front (accuracy vs {cost}):", _table(front[columns])]
-    lines += ["", f"results: {display_url}  (study {study!r})",
-              f"  python -m rksearch.results show {study} --storage {display_url}",
-              f"  python -m rksearch.plot figure4 --storage {display_url} --study {study} -o {study}-figure4.png"]
-    return "\n".join(lines)
-
-
-def _table(df: Any) -> str:
-    shown = df.copy()
-    for col in ("params", "flops"):
-        if col in shown:
-            unit, scale = ("M", 1e6) if col == "params" else ("G", 1e9)
-            shown[col] = shown[col].map(lambda v, unit=unit, scale=scale: amount_text(v / scale, 3) + unit)
-    for col in ("best_val_acc",):
-        if col in shown:
-            shown[col] = shown[col].map(lambda v: f"{v:.4f}")
-    if "wall_seconds" in shown:
-        shown["wall_seconds"] = shown["wall_seconds"].map(lambda v: f"{v:.0f}s" if v == v else "-")
-    return shown.to_string(index=False)

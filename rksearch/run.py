@@ -111,8 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{len(trials)} trials planned: {runnable} to train, {len(trials) - runnable} skipped")
             return 0
         url = args.storage or os.environ.get("RKSEARCH_STORAGE") or study.storage.url
-        from . import progress
         from .engine import run_study
+        from .summary import study_summary
 
         started = True  # from here on a study may exist to be continued
         run = run_study(study, text, storage_url=url, storage_path=args.storage_path,
@@ -122,8 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print()
         try:
-            print(progress.summary(url, redact(url), study.name,
-                                   cost="params" if study.search.cost == "params" else "flops"))
+            print(study_summary(url, study.name, display_url=redact(url)))
         except StoreError as exc:  # the study ran; only the report cannot be read now
             print(f"(no summary: {exc})")
         failed = f" ({run.failed} failed: `results show` says why)" if run.failed else ""

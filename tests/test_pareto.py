@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from rksearch.pareto import minimises, pareto
 
 
-def _points(rows: list[tuple[str, float, float]], y: str = "val_acc") -> pd.DataFrame:
+def _points(rows: list[tuple[str, float, float]], y: str = "test_acc") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["name", "flops", y])
 
 
@@ -24,20 +24,28 @@ def test_maximised_accuracy_front_on_hand_made_points() -> None:
             ("f", 0.5, 0.60),  # cheapest of all, worst: still non-dominated
         ]
     )
-    front = pareto(df, x="flops", y="val_acc")
+    front = pareto(df, x="flops", y="test_acc")
     assert list(front["name"]) == ["f", "a", "c", "e"]
     assert list(front.index) == [5, 0, 2, 4]  # original index kept for joins
 
 
 def test_error_is_minimised_by_its_name() -> None:
-    df = _points(
-        [("a", 1.0, 20.0), ("b", 2.0, 25.0), ("c", 3.0, 10.0), ("d", 2.5, 10.0)],
-        y="val_error",
-    )
-    front = pareto(df, x="flops", y="val_error")
-    assert list(front["name"]) == ["a", "d"]
-    assert minimises("val_error") and minimises("final_val_error") and minimises("val_loss")
-    assert not minimises("val_acc")
+    for y in ("test_error", "best_val_error"):
+        df = _points([("a", 1.0, 20.0), ("b", 2.0, 25.0), ("c", 3.0, 10.0), ("d", 2.5, 10.0)], y=y)
+        front = pareto(df, x="flops", y=y)
+        assert list(front["name"]) == ["a", "d"]
+    assert minimises("test_error") and minimises("test_error_final") and minimises("final_val_error")
+    assert minimises("val_loss")
+    assert not minimises("test_acc") and not minimises("best_val_acc") and not minimises("test_acc_final")
+    assert not minimises("errors_seen") and not minimises("terror")  # words, not substrings
+
+
+def test_default_objective_is_the_test_accuracy() -> None:
+    """`results.load` has no val_acc column any more: the default y is test_acc, maximised."""
+    df = _points([("a", 1.0, 0.90), ("b", 2.0, 0.95), ("c", 3.0, 0.93)]).assign(best_val_acc=[0.99, 0.5, 0.5])
+    assert list(pareto(df)["name"]) == ["a", "b"]  # by test_acc, not by the validation column
+    assert list(pareto(df, y="best_val_acc")["name"]) == ["a"]
+    assert list(pareto(df, x="best_val_acc", y="test_acc")["name"]) == ["b"]  # any two columns
 
 
 def test_duplicates_and_missing_values() -> None:
@@ -70,7 +78,7 @@ def _dominated(i: int, xs: list[float], ys: list[float]) -> bool:
 def test_front_is_exactly_the_non_dominated_set(points: list[tuple[int, int]]) -> None:
     xs = [float(p[0]) for p in points]
     ys = [float(p[1]) for p in points]
-    df = pd.DataFrame({"flops": xs, "val_acc": ys})
+    df = pd.DataFrame({"flops": xs, "test_acc": ys})
     front = pareto(df)
     expected = {i for i in range(len(xs)) if not _dominated(i, xs, ys)}
     assert set(front.index) == expected

@@ -80,8 +80,8 @@ def test_pareto_is_the_shared_implementation_and_fits_load(filled: str) -> None:
     assert results.pareto is rksearch.pareto.pareto
     df = results.load(filled, "fig")
     # flops grow with k and so does accuracy: every completed trial is on the front
-    assert results.pareto(df)["trial_key"].tolist() == ["key0000", "key0001", "key0002"]
-    assert len(results.pareto(df, x="flops", y="val_error")) == 3
+    assert results.pareto(df, y="best_val_acc")["trial_key"].tolist() == ["key0000", "key0001", "key0002"]
+    assert len(results.pareto(df, x="flops", y="best_val_error")) == 3
 
 
 def test_studies(filled: str) -> None:
@@ -92,16 +92,15 @@ def test_studies(filled: str) -> None:
 
 
 def test_end_of_study_summary_reads_the_database(filled: str) -> None:
-    """The report `rksearch.run` prints last: counts, best trials, front, and the next commands."""
-    from rksearch.progress import summary
+    """The report `rksearch.run` prints last: counts, best configurations with costs, next commands."""
+    from rksearch.summary import study_summary
 
-    text = summary(filled, "sqlite:///shown.db", "fig")
-    lines = text.splitlines()
-    assert lines[0] == "study fig: 3 completed, 1 failed, 1 pruned"
-    best = lines[lines.index("best 3 by validation accuracy:") + 2].split()
-    # small models keep two significant digits (0.014M, not 0.01M or 0.014000M)
-    assert best[-5:-2] == ["0.014M", "0.014G", f"{val_acc(2, 3):.4f}"]
-    assert "Pareto front (accuracy vs flops):" in lines
+    lines = study_summary(filled, "fig", display_url="sqlite:///shown.db").splitlines()
+    assert lines[0] == "study fig: 3 completed, 1 pruned, 1 failed, 0 skipped"
+    best = lines[3].split()
+    # the best by validation accuracy first; small models keep two significant digits (0.014, not 0.01)
+    assert best[:6] == ["1", "ERKNet-2x1", "2x1", "2x1", "(k=14)", "0.014"]
+    assert best[-2:] == [f"{100 * val_acc(2, 3):.2f}", "-"]  # no test accuracy was stored here
     assert "  python -m rksearch.results show fig --storage sqlite:///shown.db" in lines
 
 
