@@ -183,7 +183,8 @@ def store_frame(url: str, study: str, frame: pd.DataFrame, n_epochs: int = 4, wi
     With `with_test` it is stored as the current code records one: the config's
     data.validation is the frame's `validation`, and the last epoch's report carries the
     frame's test_acc / test_acc_final (NaN ones stored as missing) and best_epoch = n_epochs,
-    so `results.load` gives back the frame's test and validation columns.
+    so `results.load` gives back the frame's test and validation columns.  A skipped row is
+    recorded as skipped (never started).
     """
     store = open_store(url)
     try:
@@ -198,6 +199,9 @@ def store_frame(url: str, study: str, frame: pd.DataFrame, n_epochs: int = 4, wi
                 params=int(row["params"]),
                 flops=int(row["flops"]), macs=int(row["macs"]), seed=int(row["seed"]),
             )  # fmt: skip
+            if row["status"] == "skipped":  # never started: recorded with its reason, as the engine does
+                store.record_skipped(study_id, info, "needs 90 GiB, the largest GPU has 80 GiB")
+                continue
             store.trial_started(study_id, info)
             if not pd.isna(row["best_val_acc"]):
                 for epoch in range(1, n_epochs + 1):

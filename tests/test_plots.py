@@ -20,7 +20,6 @@ from matplotlib.container import ErrorbarContainer
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
 from studyframes import FIGURE4_DIMS, epoch_acc, figure4_frame, ofat_frame, store_frame
-from test_summary import store_trials
 
 from rksearch import analysis, plot, plots, results
 
@@ -35,8 +34,8 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> str:
     study with its test accuracies ('ofat')."""
     url = f"sqlite:///{tmp_path_factory.mktemp('plots') / 'study.db'}"
     store_frame(url, "fig4", figure4_frame())
-    store_trials(url, "reported", reported())
-    store_trials(url, "ofat", ofat_frame())
+    store_frame(url, "reported", reported(), with_test=True)
+    store_frame(url, "ofat", ofat_frame(), with_test=True)
     return url
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from studyframes import epoch_acc, trial_row
+from studyframes import store_frame, trial_row
 
 from rksearch import analysis, summary
-from rksearch.store import TrialInfo, open_store
 
 DIMS = ["stages", "growth", "form"]
 
@@ -55,49 +54,12 @@ def study_frame(validation: str = "holdout", tested: bool = True) -> pd.DataFram
     return frame
 
 
-def store_trials(url: str, study: str, frame: pd.DataFrame, n_epochs: int = 4) -> None:
-    """Write `frame` as study `study` through the store's writer, as a real study does.
-
-    Each trial's config records its `data.validation` split; a trial with a result gets
-    `n_epochs` epochs rising 5 points an epoch to its `best_val_acc` (`studyframes.epoch_acc`),
-    and a completed one reports its test numbers with the last epoch, as the trainable does.
-    A skipped trial is recorded as skipped, never started.
-    """
-    store = open_store(url)
-    try:
-        study_id = store.begin_study(study, f"name: {study}\n")
-        for _, row in frame.iterrows():
-            key = str(row["trial_key"])
-            dims = {d: (list(row[d]) if isinstance(row[d], tuple) else row[d]) for d in frame.attrs["dims"]}
-            info = TrialInfo(
-                trial_key=key, model_name=row["model_name"], canonical=row["canonical"], dims=dims,
-                config={"model": row["model_name"], **dims, "data": {"validation": row["validation"]}},
-                params=int(row["params"]), flops=int(row["flops"]), macs=int(row["macs"]), seed=int(row["seed"]),
-            )  # fmt: skip
-            if row["status"] == "skipped":
-                store.record_skipped(study_id, info, "needs 90 GiB, the largest GPU has 80 GiB")
-                continue
-            store.trial_started(study_id, info)
-            if not pd.isna(row["best_val_acc"]):
-                for epoch in range(1, n_epochs + 1):
-                    acc = epoch_acc(row["best_val_acc"], epoch, n_epochs)
-                    metrics = {"epoch": epoch, "val_acc": acc, "train_acc": acc, "val_loss": 1.0 - acc,
-                               "lr": 0.1, "device": "cpu", "best_val_acc": acc, "best_epoch": epoch}  # fmt: skip
-                    if epoch == n_epochs and not pd.isna(row["test_acc"]):
-                        metrics |= {"test_acc": row["test_acc"], "test_acc_final": row["test_acc_final"]}
-                    store.record_epoch(study_id, key, metrics)
-            store.trial_finished(study_id, key, row["status"], error=row["error"], wall_seconds=60.0)
-        store.finish_study(study_id, "completed")
-    finally:
-        store.close()
-
-
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = f"sqlite:///{tmp_path_factory.mktemp('summary') / 'study.db'}"
-    store_trials(url, "holdout", study_frame("holdout"))
-    store_trials(url, "paper", study_frame("test"))
-    store_trials(url, "old", study_frame("holdout", tested=False))
+    store_frame(url, "holdout", study_frame("holdout"), with_test=True)
+    store_frame(url, "paper", study_frame("test"), with_test=True)
+    store_frame(url, "old", study_frame("holdout", tested=False), with_test=True)
     return url
 
 
@@ -148,7 +110,7 @@ def test_summary_without_test_numbers_or_completed_trials(url: str, tmp_path: Pa
 
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
     frame = study_frame()
-    store_trials(empty, "nothing yet", frame[frame["status"] != "completed"])
+    store_frame(empty, "nothing yet", frame[frame["status"] != "completed"], with_test=True)
     assert summary.study_summary(empty, "nothing yet").splitlines() == [
         "study nothing yet: 0 completed, 1 pruned, 1 failed, 1 skipped; "
         "selected on validation holdout; test reported once per trial",
