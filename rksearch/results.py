@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +45,9 @@ _TRIAL_TAIL = (
     "epochs", "wall_seconds", "status", "failure", "error", "device", "node", "code_version",
     "started_at", "finished_at", "reused_from", "best_checkpoint", "last_checkpoint",
 )  # fmt: skip
+#: columns `show` leaves out to fit a terminal (errors are 1 - the accuracies it shows)
+_NOT_SHOWN = ("trial_key", "canonical", "macs", "error", "node", "code_version", "started_at", "finished_at",
+              "best_checkpoint", "last_checkpoint")
 #: what `load(detail=True)` adds at the end
 _TRIAL_DETAIL = ("config", "environment")
 #: `data.validation` of a trial whose config does not say: the default before revision 0004
@@ -309,8 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "show":
             frame = load(args.storage, args.study, status=None)
             frame["reason"] = frame["error"].map(_reason)
-            columns = [c for c in frame.columns if c not in ("trial_key", "canonical", "error", "node",
-                                                               "started_at", "finished_at")]  # fmt: skip
+            columns = [c for c in frame.columns if c not in _NOT_SHOWN and not c.endswith(("_error", "_error_final"))]
             print(frame[columns].to_string(index=False))
         elif args.command == "evaluate":
             _evaluate(args)
@@ -332,4 +335,8 @@ def main(argv: list[str] | None = None) -> int:
 __all__ = ["load", "load_epochs", "studies", "pareto", "load_model", "ModelError", "main", "DEFAULT_URL"]
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `... show STUDY | head`: the reader left; no traceback (Python's docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
