@@ -143,13 +143,16 @@ def replicates(
 ) -> pd.DataFrame:
     """One row per configuration of the completed trials, summarised over its replicate seeds.
 
-    A configuration is everything but the seed: model name, canonical architecture and every
-    search dimension.  Trials whose `metric` is NaN are left out.  Columns: family,
-    model_name, canonical (if the frame has it), the dimensions except seed, params, flops,
-    validation (if the frame has it: the split that selected the checkpoint; one
-    configuration's trials share it, the first is kept), then over the seeds' `metric`
-    values: mean, sd (sample s.d., NaN for one seed), n, ci_low, ci_high (`mean_ci` at
-    `level`) and half_width ((ci_high - ci_low) / 2, NaN for one seed).
+    A configuration is everything but the seed: model name, canonical architecture, every
+    search dimension and, where the frame has it, `validation` (the split that selected the
+    checkpoint: trials selected on test are never pooled with holdout-selected ones, as when a
+    study begun before the holdout default is resumed).  Trials whose `metric` is NaN are left
+    out.  Columns: family, model_name, canonical (if the frame has it), the dimensions except
+    seed, params, flops, validation (if present), then over the seeds' `metric` values: mean,
+    sd (sample s.d., NaN for one seed), n, ci_low, ci_high (`mean_ci` at `level`) and
+    half_width ((ci_high - ci_low) / 2, NaN for one seed).  A seed that appears twice in one
+    configuration (the same trial recorded under two keys, by two code versions) is logged:
+    the replicates are then not independent.
 
     Rows are sorted stably by family (paper order, `ordered_groups`), then FLOPs and params;
     configurations that tie keep the frame's order.  `attrs` keeps metric and level.
@@ -158,7 +161,9 @@ def replicates(
     require_metric(df, metric)
     keys = ["model_name"] + [k for k in ("canonical",) if k in df.columns]
     keys += [c for c in dimension_columns(df, dims) if c not in ("seed", *keys)]
-    firsts = [*keys, "params", "flops"] + (["validation"] if "validation" in df.columns else [])
+    selected = [c for c in ("validation",) if c in df.columns and c not in keys]
+    firsts = [*keys, "params", "flops", *selected]
+    keys += selected
     stats = ["mean", "sd", "n", "ci_low", "ci_high", "half_width"]
     done = completed(df).dropna(subset=[metric])
     rows = []
@@ -168,6 +173,10 @@ def replicates(
             values = group[metric].to_numpy(dtype=float)
             mean, low, high = mean_ci(values, level)
             first = group.iloc[0]
+            if "seed" in group.columns and group["seed"].duplicated().any():
+                log.warning("%s: seed(s) %s appear more than once in one configuration (trials of two code "
+                            "versions?); its %d values are not independent replicates", first["model_name"],
+                            sorted(set(group["seed"][group["seed"].duplicated()])), len(values))
             rows.append(
                 {k: first[k] for k in firsts}
                 | {
@@ -266,7 +275,8 @@ def per_configuration(
 
 def _config_keys(df: pd.DataFrame, dims: Sequence[str]) -> pd.Series:
     """One text per configuration: model name, canonical architecture and search dimensions."""
-    columns = ["model_name", *[c for c in ("canonical",) if c in df.columns], *dims]
+    columns = ["model_name", *[c for c in ("canonical",) if c in df.columns], *dims,
+               *[c for c in ("validation",) if c in df.columns]]
     columns = list(dict.fromkeys(columns))
     return df[columns].apply(lambda row: repr(tuple(level_text(v) for v in row)), axis=1) \
         if len(df) else pd.Series([], index=df.index, dtype=object)
@@ -557,10 +567,15 @@ class Paired:
     n            pairs with both values present
     diff         mean of a - b
     low, high    paired Student-t interval of diff (NaN for n < 2)
-    p_value      two-sided sign-flip permutation p-value of diff (NaN for n = 0)
+    p_value      two-sided sign-flip permutation p-value of diff (NaN for n = 0): exact, and
+                 free of the normality the t interval assumes; at n seeds it is never below
+                 2 / 2**n (0.25 at n = 3), so few seeds cannot make it small
+    p_t          two-sided paired t-test p-value, the test of the interval (NaN for n < 2 or
+                 differences that do not vary)
     effect_size  Cohen's d_z = mean(a - b) / sd(a - b) (NaN for n < 2 or sd = 0)
     verdict      'higher' (a > b: the interval lies above 0), 'lower' (below 0), else
-                 'inconclusive' (the interval crosses 0, or n < 2)
+                 'inconclusive' (the interval crosses 0, n < 2, or every difference is the
+                 same: a zero-width interval is no evidence of a spread-free effect)
     """
 
     n: int
@@ -570,6 +585,7 @@ class Paired:
     p_value: float
     effect_size: float
     verdict: Verdict
+    p_t: float = math.nan
 
 
 def paired(
@@ -610,8 +626,9 @@ def _paired_differences(d: np.ndarray, level: float) -> Paired:
     sd = float(d.std(ddof=1))
     degenerate = sd <= 1e-9 * float(np.abs(d).max()) or sd == 0.0  # all equal, up to rounding
     effect = math.nan if degenerate else diff / sd
-    verdict: Verdict = "higher" if low > 0 else "lower" if high < 0 else "inconclusive"
-    return Paired(n, diff, low, high, p_value, effect, verdict)
+    p_t = math.nan if degenerate else float(2.0 * scipy.stats.t.sf(abs(diff) / (sd / math.sqrt(n)), n - 1))
+    verdict: Verdict = "inconclusive" if degenerate else "higher" if low > 0 else "lower" if high < 0 else "inconclusive"
+    return Paired(n, diff, low, high, p_value, effect, verdict, p_t)
 
 
 def _sign_flip_p(d: np.ndarray) -> float:
@@ -676,10 +693,12 @@ def ablation(
 
     Returns one row per (factor, level) with columns factor, level, base_level, is_base,
     design, seeds, mean, ci_low, ci_high (`mean_ci`), pairs, diff, diff_low, diff_high,
-    excludes_zero, p_value (`paired`), p_holm (Holm across every non-base row of this call,
-    i.e. across the compared factors' levels), effect_size (d_z), verdict ('higher', 'lower',
-    'inconclusive' where the interval crosses zero or fewer than 2 seeds pair up; 'base' on
-    the base rows) and note (`attrs["confidence"]` keeps `confidence`).  A level with fewer
+    excludes_zero (the unadjusted interval), p_value (the exact sign-flip one of `paired`),
+    p_holm (its Holm adjustment across every non-base row of this call, i.e. across the
+    compared factors' levels), p_t and p_t_holm (the paired t-test of the interval, and its
+    Holm adjustment), effect_size (d_z), verdict ('higher' or 'lower' only where the interval
+    excludes zero and p_t_holm < 1 - confidence; else 'inconclusive', also where fewer than 2
+    seeds pair up or the differences do not vary; 'base' on the base rows) and note (`attrs["confidence"]` keeps `confidence`).  A level with fewer
     than 2 seeds (or 2 paired seeds) gets NaN bounds, excludes_zero NA and a note saying why,
     and a warning is logged.
     """
@@ -731,7 +750,7 @@ def ablation(
                 notes.append(f"fewer than 2 paired seeds (n={compared.n}): no CI for the difference")
             if notes:
                 log.warning("ablation %s=%r: %s", factor, level, "; ".join(notes))
-            excludes = pd.NA if math.isnan(compared.low) else compared.verdict != "inconclusive"
+            excludes = pd.NA if math.isnan(compared.low) else bool(compared.low > 0 or compared.high < 0)
             rows.append(
                 {
                     "factor": factor,
@@ -749,6 +768,7 @@ def ablation(
                     "diff_high": compared.high,
                     "excludes_zero": excludes,
                     "p_value": math.nan if is_base else compared.p_value,
+                    "p_t": math.nan if is_base else compared.p_t,
                     "effect_size": math.nan if is_base else compared.effect_size,
                     "verdict": "base" if is_base else compared.verdict,
                     "note": "; ".join(notes),
@@ -757,6 +777,16 @@ def ablation(
     out = pd.DataFrame(rows)
     out["excludes_zero"] = out["excludes_zero"].astype("boolean")
     out.insert(out.columns.get_loc("p_value") + 1, "p_holm", holm(out["p_value"].to_numpy(dtype=float)))
+    out.insert(out.columns.get_loc("p_t") + 1, "p_t_holm", holm(out["p_t"].to_numpy(dtype=float)))
+    # a verdict must survive the multiplicity of the comparisons: Holm on the interval's own test
+    alpha = 1.0 - confidence
+    downgraded = out["verdict"].isin(["higher", "lower"]).to_numpy() & ~(out["p_t_holm"].to_numpy() < alpha)
+    out.loc[downgraded, "verdict"] = "inconclusive"
+    compared_rows = int((~out["is_base"]).sum())
+    out.loc[downgraded, "note"] = [
+        "; ".join(filter(None, [note, f"the interval excludes 0 but not after Holm across {compared_rows} comparisons"]))
+        for note in out.loc[downgraded, "note"]
+    ]
     out.attrs["confidence"] = confidence  # for the labels of tables and charts
     out.attrs["metric"] = metric
     return out
@@ -786,9 +816,10 @@ def ablation_markdown(stats: pd.DataFrame, percent: bool = True, digits: int = 2
     """The ablation statistics as a Markdown table; missing CIs spelled out, not left blank.
 
     Per level: seeds, mean with its CI, and against the base the paired difference with its
-    t interval, 'p (Holm)' (the sign-flip p-value, Holm-adjusted in parentheses), d_z and the
-    verdict -- 'higher', 'lower' or 'inconclusive' (the interval crosses zero, or fewer than 2
-    paired seeds), spelled out.  With `percent`, accuracy-like fractions are shown as percent
+    t interval, 't p (Holm)' (the interval's paired t-test, Holm-adjusted in parentheses: what
+    the verdict rests on), 'sign-flip p (Holm)' (the exact, distribution-free test), d_z and the
+    verdict -- 'higher', 'lower' or 'inconclusive' (the interval crosses zero, not after Holm,
+    differences that do not vary, or fewer than 2 paired seeds), spelled out.  With `percent`, accuracy-like fractions are shown as percent
     (differences in points).
     """
     scale = 100.0 if percent else 1.0
@@ -796,18 +827,19 @@ def ablation_markdown(stats: pd.DataFrame, percent: bool = True, digits: int = 2
     diff_unit = " (pp)" if percent else ""
     ci_head = f"{confidence_label(stats)} CI"
     head = ["factor", "level", "seeds", f"mean{unit}", ci_head, f"diff vs base{diff_unit}", ci_head,
-            "p (Holm)", "d_z", "verdict"]  # fmt: skip
-    align = ["---", "---", "---:", "---:", "---", "---:", "---", "---:", "---:", "---"]
+            "t p (Holm)", "sign-flip p (Holm)", "d_z", "verdict"]  # fmt: skip
+    align = ["---", "---", "---:", "---:", "---", "---:", "---", "---:", "---:", "---:", "---"]
     lines = [_md_row(head), _md_rule(align)]
     flagged = False
     for _, r in stats.iterrows():
         level = f"{level_text(r['level'])} (base)" if r["is_base"] else level_text(r["level"])
         ci = _fmt_ci(r["ci_low"], r["ci_high"], scale, digits)
         if r["is_base"]:
-            diff, diff_ci, p, d_z, verdict = "0", "—", "—", "—", "base"
+            diff, diff_ci, p_t, p, d_z, verdict = "0", "—", "—", "—", "—", "base"
         else:
             diff = "—" if math.isnan(r["diff"]) else f"{r['diff'] * scale:+.{digits}f}"
             diff_ci = _fmt_ci(r["diff_low"], r["diff_high"], scale, digits)
+            p_t = "—" if math.isnan(r["p_t"]) else f"{r['p_t']:.3g} ({r['p_t_holm']:.3g})"
             p = "—" if math.isnan(r["p_value"]) else f"{r['p_value']:.3g} ({r['p_holm']:.3g})"
             d_z = "—" if math.isnan(r["effect_size"]) else f"{r['effect_size']:+.2f}"
             verdict = str(r["verdict"])
@@ -815,14 +847,16 @@ def ablation_markdown(stats: pd.DataFrame, percent: bool = True, digits: int = 2
         if r["note"]:
             seeds += " ⚠"
             flagged = True
-        cells = [str(r["factor"]), level, seeds, f"{r['mean'] * scale:.{digits}f}", ci, diff, diff_ci, p, d_z, verdict]
+        cells = [str(r["factor"]), level, seeds, f"{r['mean'] * scale:.{digits}f}", ci, diff, diff_ci, p_t, p, d_z,
+                 verdict]
         lines.append(_md_row(cells))
     text = "\n".join(lines) + "\n"
     text += (
         f"\n{stats.attrs.get('metric', 'metric')} over seeds; difference = level - base, paired by seed "
-        "(t interval); p: two-sided sign-flip permutation test, Holm-adjusted across the compared levels "
-        "in parentheses; d_z: mean / s.d. of the paired differences (— where they do not vary); "
-        "inconclusive: the interval crosses zero.\n"
+        "(t interval); t p: its paired t-test, sign-flip p: the exact permutation test (never below "
+        "2 / 2^n with n seeds), each Holm-adjusted across the compared levels in parentheses; d_z: mean / "
+        "s.d. of the paired differences (— where they do not vary); a verdict needs the interval to "
+        "exclude zero and the Holm-adjusted t p below 1 - the confidence level, else: inconclusive.\n"
     )
     if flagged:
         text += "\n⚠ fewer than 2 seeds (or paired seeds): no confidence interval can be given.\n"

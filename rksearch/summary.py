@@ -30,7 +30,11 @@ def study_summary(url: str, study: str, top: int = 5, level: float = 0.95, displ
     shown += sorted(s for s in counts if s not in shown)
     header = f"study {study}: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
     protocol = analysis.selection(every)
-    if protocol is not None:
+    splits = set(every["validation"].dropna()) if "validation" in every else set()
+    if splits == {"test", "holdout"}:  # e.g. a study begun before the holdout default, resumed after it
+        header += ("; mixed: some trials selected on test (the paper's protocol), the others on the "
+                   "validation holdout; they are never pooled ([test] marks the former)")
+    elif protocol is not None:
         header += "; " + (analysis.SELECTED_ON_TEST if protocol == "test" else analysis.SELECTED_ON_HOLDOUT)
     lines = [header]
     done = every[every["status"] == "completed"]
@@ -40,6 +44,9 @@ def study_summary(url: str, study: str, top: int = 5, level: float = 0.95, displ
     dims = analysis.dimension_columns(every)
     rows = analysis.per_configuration(done, ["best_val_acc", "test_acc"], dims, level)
     rows["label"] = analysis.model_labels(rows, [d for d in dims if d != "seed"]).to_numpy()
+    if len(splits) > 1:
+        rows["label"] = [f"{label} [test]" if split == "test" else label
+                         for label, split in zip(rows["label"], rows["validation"])]
     best = rows.sort_values("mean", ascending=False, kind="mergesort").head(top)
     val_head = "val acc (test set) %" if protocol == "test" else "val acc %"
     confidence = f"{100 * level:g}%"

@@ -17,6 +17,7 @@ from studyframes import (
     figure4_frame,
     grid_frame,
     ofat_frame,
+    set_acc,
     store_frame,
     trial_row,
 )
@@ -132,7 +133,9 @@ def test_paired_edge_cases() -> None:
     assert none.n == 0 and math.isnan(none.diff) and math.isnan(none.p_value) and none.verdict == "inconclusive"
     same = paired([0.82, 0.86, 0.83], [0.80, 0.84, 0.81])  # +0.02 each, up to rounding
     assert math.isnan(same.effect_size)  # not +inf
-    assert same.low == pytest.approx(0.02) and same.high == pytest.approx(0.02) and same.verdict == "higher"
+    # every difference the same: a zero-width interval, no spread to test against - not a verdict
+    assert same.low == pytest.approx(0.02) and same.high == pytest.approx(0.02) and same.verdict == "inconclusive"
+    assert math.isnan(same.p_t)
     assert same.p_value == 0.25  # 2 of 8
     assert paired([0.9, math.nan, 0.7], [0.8, 0.5, 0.6]).n == 2  # pairs with a NaN dropped
     with pytest.raises(ValueError, match="same length"):
@@ -182,7 +185,7 @@ def test_ofat_ablation_levels_pairs_and_flags() -> None:
     assert attention["diff"] == pytest.approx(0.02)
     assert attention["diff_low"] == pytest.approx(0.02) and attention["diff_high"] == pytest.approx(0.02)
     assert attention["excludes_zero"] == True  # noqa: E712 (pandas boolean)
-    assert attention["verdict"] == "higher"
+    assert attention["verdict"] == "inconclusive"  # the same +0.02 on every seed: no spread, no test
     assert attention["p_value"] == 0.25  # exact: 2 of 2**3 sign vectors
     assert math.isnan(attention["effect_size"])  # the differences do not vary: d_z would be inf
     assert attention["ci_low"] < base["ci_high"]
@@ -228,17 +231,18 @@ def test_ablation_warns_and_markdown_spells_out_verdicts(caplog) -> None:
     assert any("growth=24" in r.getMessage() and "fewer than 2 seeds" in r.getMessage() for r in caplog.records)
     text = ablation_markdown(stats)
     assert text.splitlines()[0] == (
-        "| factor | level | seeds | mean (%) | 95% CI | diff vs base (pp) | 95% CI | p (Holm) | d_z | verdict |"
+        "| factor | level | seeds | mean (%) | 95% CI | diff vs base (pp) | 95% CI | t p (Holm) | sign-flip p (Holm) "
+        "| d_z | verdict |"
     )
     growth_line = next(line for line in text.splitlines() if line.startswith("| growth | 24 "))
     assert "1 ⚠" in growth_line and "n<2: none" in growth_line and "+3.00" in growth_line
-    assert growth_line.endswith("| 1 (1) | — | inconclusive |")
+    assert growth_line.endswith("| — | 1 (1) | — | inconclusive |")
     attention_line = next(line for line in text.splitlines() if line.startswith("| attention | True "))
-    assert attention_line.endswith("| +2.00 | [2.00, 2.00] | 0.25 (0.75) | — | higher |")
+    assert attention_line.endswith("| +2.00 | [2.00, 2.00] | — | 0.25 (0.75) | — | inconclusive |")
     multiscale_line = next(line for line in text.splitlines() if line.startswith("| multiscale | False "))
-    assert multiscale_line.endswith("| 1 (1) | +0.00 | inconclusive |")
-    assert "| attention | False (base) | 3 | 81.00 | [73.55, 88.45] | 0 | — | — | — | base |" in text
-    assert "inconclusive: the interval crosses zero" in text
+    assert multiscale_line.endswith("| 1 (1) | 1 (1) | +0.00 | inconclusive |")
+    assert "| attention | False (base) | 3 | 81.00 | [73.55, 88.45] | 0 | — | — | — | — | base |" in text
+    assert "a verdict needs the interval to exclude zero and the Holm-adjusted t p" in text
     assert "fewer than 2 seeds" in text.splitlines()[-1]
 
 
@@ -246,7 +250,7 @@ def test_ablation_with_explicit_base_and_bad_base() -> None:
     stats = ablation(ofat_frame(), factors=["attention"], base={"attention": True})
     flipped = stats.set_index("level").loc[False]
     # with attention=True as base, the multiscale/growth rows still sit at their mode -> ofat
-    assert flipped["diff"] == pytest.approx(-0.02) and flipped["verdict"] == "lower"
+    assert flipped["diff"] == pytest.approx(-0.02) and flipped["verdict"] == "inconclusive"  # constant
     assert flipped["p_holm"] == flipped["p_value"] == 0.25  # one comparison: Holm changes nothing
     with pytest.raises(ValueError, match="base level 'yes'"):
         ablation(ofat_frame(), base={"attention": "yes"})
@@ -272,7 +276,7 @@ def test_grid_main_effects_are_marginal_and_paired() -> None:
     assert set(stats["design"]) == {"grid"}
     deep = stats.loc[("depth", "deep")]
     assert deep["diff"] == pytest.approx(0.05) and deep["excludes_zero"] == True  # noqa: E712
-    assert deep["verdict"] == "higher" and deep["p_value"] == 0.25
+    assert deep["verdict"] == "inconclusive" and deep["p_value"] == 0.25  # +0.05 on every seed
     assert deep["diff_high"] - deep["diff_low"] == pytest.approx(0.0, abs=1e-12)
     assert stats.loc[("lr", 0.05), "diff"] == pytest.approx(0.01)
     # marginal mean of 'shallow' averages over both lr values and the seeds
@@ -518,3 +522,28 @@ def test_table_by_form_escapes_latex_and_round_trips_csv() -> None:
     assert "clique ± (%)" in back.columns
     with pytest.raises(KeyError, match="no such column"):
         paper_table(df, by="neck")
+
+
+def test_ablation_verdicts_survive_holm_or_say_inconclusive() -> None:
+    """Three factors, four seeds, differences that vary: a clear effect keeps its verdict after
+    Holm; two marginal ones (intervals just above 0, unadjusted) are downgraded to inconclusive."""
+    rows, dims = [], ["a", "b", "c"]
+    clear = {0: 0.050, 1: 0.061, 2: 0.055, 3: 0.058}
+    marginal = {0: 0.010, 1: 0.030, 2: 0.012, 3: 0.028}  # t = 3.8 at 3 df: p = 0.03
+    marginal_too = {0: 0.009, 1: 0.031, 2: 0.011, 3: 0.029}  # t = 3.4: p = 0.04
+    for seed in range(4):
+        base = 0.80 + 0.01 * seed
+        for a, b, c, acc in ((0, 0, 0, base), (1, 0, 0, base + clear[seed]), (0, 1, 0, base + marginal[seed]),
+                             (0, 0, 1, base + marginal_too[seed])):
+            row = trial_row(len(rows) + 1, "RKCNN-E-3_3_3", None, "explicit", 1, 1, seed, 100 * (1 - acc))
+            row.update(a=a, b=b, c=c)
+            rows.append(set_acc(row, acc))
+    frame = pd.DataFrame(rows)
+    frame.attrs["dims"] = dims
+    stats = ablation(frame, base={"a": 0, "b": 0, "c": 0}).set_index(["factor", "level"])
+    strong = stats.loc[("a", 1)]
+    assert strong["verdict"] == "higher" and strong["p_t_holm"] < 0.05
+    for weak in (stats.loc[("b", 1)], stats.loc[("c", 1)]):
+        assert weak["diff_low"] > 0 and weak["p_t"] < 0.05  # unadjusted, the interval excludes 0
+        assert weak["p_t_holm"] >= 0.05 and weak["verdict"] == "inconclusive"
+        assert "not after Holm across 3 comparisons" in weak["note"]

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from studyframes import store_frame, trial_row
 
-from rksearch import analysis, summary
+from rksearch import analysis, results, summary
 
 DIMS = ["stages", "growth", "form"]
 
@@ -149,3 +149,24 @@ def test_pm_cell() -> None:
     assert analysis.pm_cell(0.943, 0.0254, 2) == "94.30 ± 2.54 (2)"
     assert analysis.pm_cell(0.93, float("nan"), 1) == "93.00 (1)"
     assert analysis.pm_cell(float("nan"), float("nan"), 0) == "-"
+
+
+def test_trials_selected_on_test_and_on_the_holdout_are_never_pooled(tmp_path: Path, caplog) -> None:
+    """A study begun before the holdout default and resumed after it holds both protocols."""
+    url = f"sqlite:///{tmp_path / 'mixed.db'}"
+    old, new = study_frame("test"), study_frame("holdout")
+    new["trial_key"] = new["trial_key"] + "-new"
+    frame = pd.concat([old, new], ignore_index=True)
+    frame.attrs["dims"] = old.attrs["dims"]
+    store_frame(url, "mixed", frame, with_test=True)
+    lines = summary.study_summary(url, "mixed", top=20).splitlines()
+    assert "mixed: some trials selected on test" in lines[0]
+    ranked = [_cells(line)[1] for line in lines[3:]]
+    assert ranked.count("ERKNet-2x1 2x1 2x1 (growth=12)") == 1 and ranked.count("ERKNet-2x1 2x1 2x1 (growth=12) [test]") == 1
+    rows = analysis.replicates(results.load(url, "mixed"), "test_acc")
+    assert rows.groupby("validation")["n"].sum().to_dict() == {"holdout": 8, "test": 8}
+    # the same seeds twice in one configuration: said, not silently pooled
+    twice = results.load(url, "mixed").assign(validation="holdout")
+    with caplog.at_level("WARNING"):
+        analysis.replicates(twice, "test_acc")
+    assert "appear more than once in one configuration" in caplog.text
