@@ -387,6 +387,13 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
     search = study.search
     if search.algorithm in ("grid", "random"):
         planned = planner.plan()
+        keys = {t.key for t in planned}
+        already = sum(1 for key in done_before if key in keys and statuses[key] != "skipped")
+        stale = sum(1 for key, status in statuses.items() if key not in keys and status == "completed")
+        if stale:  # their keys are not this plan's: another study file, protocol or key scheme
+            print(f"[{study.name}] {stale} completed trials of this study are not in its plan any more (the "
+                  f"study file or rksearch changed what they compute); they stay in the database and are not "
+                  f"counted as done (see `results show`)", file=stream or sys.stdout, flush=True)
         todo = [t for t in planned if settle(t)]
         say_reused()
         total = len(todo)

@@ -232,6 +232,23 @@ def test_reuse_links_only_trials_of_the_same_code_version_unless_told_any(traine
     assert (anything.reused, anything.trained) == (2, 0) and "reuse: linked 2 completed trials" in printed
 
 
+def test_completed_trials_outside_the_plan_are_not_counted_as_done(trained, tmp_path: Path) -> None:
+    """A study resumed after its keys changed (a new protocol or key scheme) says so, and retrains."""
+    url, _, _, largest = trained
+    copy = tmp_path / "old-keys.db"
+    shutil.copy(url.removeprefix("sqlite:///"), copy)
+    engine = sa.create_engine(f"sqlite:///{copy}")
+    with engine.begin() as conn:  # as if an older rksearch had keyed them
+        conn.execute(trials.update().where(trials.c.status == "completed").values(trial_key=trials.c.trial_key + "-old"))
+    engine.dispose()
+    study, text = study_of("e2e", extra=f"budgets:\n  max_params: {largest - 1}\n")
+    stream = io.StringIO()
+    out = run_study(study, text, storage_url=f"sqlite:///{copy}", storage_path=str(tmp_path / "ck"),
+                    preflight=False, stream=stream, resume=True)
+    assert (out.already_done, out.trained) == (0, 3)
+    assert "3 completed trials of this study are not in its plan any more" in stream.getvalue()
+
+
 def test_random_search_trains_num_samples(tmp_path: Path, ray_cluster: None) -> None:  # noqa: F811
     url = f"sqlite:///{tmp_path / 'r.db'}"
     out = run(url, tmp_path, "rand", ["search.algorithm=random", "search.num_samples=2", "train.epochs=1",
