@@ -65,8 +65,10 @@ def train_planned(config: dict[str, Any], study_json: str) -> None:
     if found.state is not None and resume_from in earlier:
         # A worker saves an epoch's checkpoint before the driver records that epoch, so the
         # driver that died may never have stored it (nor, for a last epoch, how the trial
-        # ended): report it again (epochs are upserted, a repeat is harmless).
-        tune.report({**found.state["metrics"], **extra, **first})
+        # ended, nor where its checkpoint is): report it again, with its checkpoint, which Tune
+        # keeps in this run like any other (epochs are upserted, a repeat is harmless).
+        tune.report({**found.state["metrics"], **extra, **first},
+                    checkpoint=tune.Checkpoint.from_directory(str(resume_from)))
         first = {}
     del found  # run_trial loads the checkpoint itself; the model's tensors need not stay twice
     with tempfile.TemporaryDirectory(prefix="rksearch-trial-") as work:

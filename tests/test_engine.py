@@ -138,6 +138,10 @@ def test_resume_after_killing_the_driver(tmp_path: Path) -> None:
     assert after[LONG]["id"] == before[LONG]["id"] and after[LONG]["epochs_done"] == LONG
     assert len({(e["trial_id"], e["epoch"]) for e in epoch_rows}) == len(epoch_rows) == 2 + LONG
     assert_epochs_complete(trial_rows, epoch_rows)
+    # the kept checkpoints the rows name exist and hold what they say, across the two runs
+    for row in trial_rows:
+        best, last = checkpoint.load(Path(row["best_checkpoint"])), checkpoint.load(Path(row["last_checkpoint"]))
+        assert (best["epoch"], last["epoch"]) == (row["best_epoch"], row["epochs_done"])
 
 
 # ---- with the session Ray ----------------------------------------------------------------------
