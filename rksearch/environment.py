@@ -11,6 +11,7 @@ imports neither SQLAlchemy nor Ray: workers import it for every trial.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import socket
@@ -41,20 +42,31 @@ def _devices() -> list[str]:
     return devices
 
 
-@lru_cache(maxsize=1)
-def _git_describe() -> str | None:
-    """`git describe` of the checkout rksearch runs from, or None for an installed wheel."""
-    source = Path(rksearch.__file__).resolve().parent.parent
+#: the checkout rksearch runs from, if it runs from one
+SOURCE = Path(rksearch.__file__).resolve().parent.parent
+
+
+@lru_cache(maxsize=4)
+def _git_describe(source: Path = SOURCE) -> str | None:
+    """`git describe` of the checkout rksearch runs from, or None for an installed wheel.
+
+    A checkout with uncommitted changes reads ``<commit>-dirty.<digest>``: the digest (of
+    ``git diff HEAD``) tells two different sets of changes on one commit apart, so `reuse`
+    never takes one for the other.  (Untracked files are not in it.)
+    """
     if not (source / ".git").exists():
         return None
     try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--tags"],
-            cwd=source, capture_output=True, text=True, timeout=5, check=True,
-        )  # fmt: skip
+        described = _git(source, "describe", "--always", "--dirty", "--tags").decode().strip()
+        if described.endswith("-dirty"):
+            described += "." + hashlib.sha256(_git(source, "diff", "HEAD", "--binary")).hexdigest()[:8]
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return described or None
+
+
+def _git(source: Path, *args: str) -> bytes:
+    return subprocess.run(["git", *args], cwd=source, capture_output=True, timeout=10, check=True).stdout
 
 
 def code_version() -> str:

@@ -453,3 +453,48 @@ def test_replay_keeps_order_and_time_and_sets_aside_what_the_database_never_take
         store.replay(journal)
     assert journal.pending()
     store.close()
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def test_a_trial_continued_by_other_code_is_mixed_and_never_reused_as_either(db_url: str) -> None:
+    store = open_store(db_url)
+    study = store.begin_study("upgraded", "x")
+    info = describe({"key": "key0001", "k": 12})
+    store.trial_started(study, info)
+    store.record_epoch(study, "key0001", {"epoch": 1, "val_acc": 0.5, "environment": {"code_version": "0.1.0+aaa"}})
+    assert store.find_completed("key0001") is None  # not completed yet
+    store.record_epoch(study, "key0001", {"epoch": 2, "val_acc": 0.6, "environment": {"code_version": "0.1.0+aaa"}})
+    store.record_epoch(study, "key0001", {"epoch": 3, "val_acc": 0.7, "environment": {"code_version": "0.1.0+bbb"}})
+    store.trial_finished(study, "key0001", "completed")
+    row = results.load(db_url, "upgraded", detail=True).iloc[0]
+    assert row["code_version"] == "mixed"
+    assert row["environment"]["code_version"] == "0.1.0+bbb" and row["environment"]["earlier"]["code_version"] == "0.1.0+aaa"
+    assert store.find_completed("key0001", "0.1.0+aaa") is None and store.find_completed("key0001", "0.1.0+bbb") is None
+    assert store.find_completed("key0001") == row["trial_id"]  # reuse: any still finds it
+    store.close()
+
+
+def test_a_dirty_checkout_names_its_changes(tmp_path: Path) -> None:
+    """Two different sets of uncommitted changes on one commit are two code versions."""
+    from rksearch import environment
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "f.py").write_text("x = 1\n")
+    git("add", "f.py")
+    git("commit", "-qm", "one")
+    clean = environment._git_describe(tmp_path)
+    (tmp_path / "f.py").write_text("x = 2\n")
+    environment._git_describe.cache_clear()
+    first = environment._git_describe(tmp_path)
+    (tmp_path / "f.py").write_text("x = 3\n")
+    environment._git_describe.cache_clear()
+    second = environment._git_describe(tmp_path)
+    environment._git_describe.cache_clear()
+    assert "dirty" not in clean and first.startswith(clean + "-dirty.") and second.startswith(clean + "-dirty.")
+    assert first != second

@@ -35,6 +35,8 @@ TRIAL_END_STATUSES = ("completed", "pruned", "failed")
 
 #: metrics-dict keys stored as columns of `epochs`
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
+#: the code version of a trial that runs of two code versions trained (never reused as either)
+MIXED = "mixed"
 #: metrics-dict keys that refresh the trial row when a report carries them (the test ones only
 #: come with a completed trial's last epoch)
 TRIAL_METRICS = ("best_val_acc", "best_epoch", "test_acc", "test_acc_final")
@@ -218,8 +220,19 @@ class Store:
                 "reported_node": None if node is None else str(node)[:200],
             })  # fmt: skip
             if isinstance(env, dict):  # the first report of each run of the trial: its worker's environment
-                conn.execute(trials.update().where(trials.c.id == trial_id).values(
-                    environment=env, code_version=str(env.get("code_version") or "")[:50] or None))
+                self._record_environment(conn, trial_id, env)
+
+    def _record_environment(self, conn: Connection, trial_id: int, env: dict) -> None:
+        """A run's worker environment on the trial row.  A trial continued by other code than
+        began it (a study resumed after an upgrade) has code version MIXED and keeps the
+        earlier environment under "earlier": `reuse` must not take it for either version's."""
+        before = conn.execute(sa.select(trials.c.code_version, trials.c.environment)
+                              .where(trials.c.id == trial_id)).first()  # fmt: skip
+        code = str(env.get("code_version") or "")[:50] or None
+        if before is not None and before.code_version not in (None, code):
+            code = MIXED
+            env = {**env, "earlier": before.environment}
+        conn.execute(trials.update().where(trials.c.id == trial_id).values(environment=env, code_version=code))
 
     def _epoch_statements(self) -> tuple[sa.Insert, sa.Update]:
         if self._epoch_sql is None:
