@@ -18,6 +18,7 @@ graph, each node once, before anything (line numbers, validation, the database) 
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -29,6 +30,8 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Fie
 from .data import DataConfig
 from .runtime import RuntimeConfig
 from .train import OptimConfig
+
+log = logging.getLogger(__name__)
 
 #: architecture fields a study can fix (`model:`) or search (`space:`); see rkcnn.md and ArchSpec
 ARCH_FIELDS = ("name", "form", "solver", "periods", "stages", "steps", "growth", "groups", "iterations",
@@ -296,6 +299,17 @@ class Study(_Strict):
             raise ValueError("scheduler: asha stops trials on one metric; it cannot drive a multi_objective search")
         if self.search.algorithm in ("tpe", "multi_objective") and len(self.seeds) > 1:
             raise ValueError("seeds: Optuna searches train each point once; give one seed")
+        # under Ray a trial sees a GPU exactly when it is given one (runtime.planned): refuse plans
+        # that could only fail at run time, or reserve a GPU nothing uses
+        gpu, device, amp = self.resources.gpu, self.runtime.device, self.runtime.amp
+        if device == "cuda" and gpu == 0:
+            raise ValueError("runtime.device: cuda, but resources.gpu is 0, so Ray gives the trials no GPU; "
+                             "set resources.gpu (e.g. 1, or 0.25 to pack four trials on one)")
+        if device == "cpu" and gpu > 0:  # legitimate only to place trials by (fake) GPUs, as the fault tests do
+            log.warning("resources.gpu: %g reserves a GPU per trial that runtime.device: cpu never uses", gpu)
+        if amp == "fp16" and (device == "cpu" or gpu == 0):
+            raise ValueError("runtime.amp: fp16 needs CUDA, and these trials run on the CPU (resources.gpu is 0); "
+                             "use bf16 or off, or give the trials a GPU")
         return self
 
 

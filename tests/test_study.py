@@ -422,3 +422,12 @@ def test_planned_configs_carry_the_runtime_the_key_hashes() -> None:
     study, _ = loads(TINY)
     runtime = Planner(study).plan()[0].config["runtime"]
     assert (runtime["device"], runtime["amp"], runtime["channels_last"]) == ("cpu", "off", False)
+
+
+
+@pytest.mark.parametrize("overrides, says", [
+    (["runtime.amp=fp16"], "runtime.amp: fp16 needs CUDA"),
+    (["runtime.device=cuda"], "runtime.device: cuda, but resources.gpu is 0"),
+])
+def test_runtimes_that_could_only_fail_at_run_time_are_refused_before(overrides: list[str], says: str) -> None:
+    assert any(says in line for line in problems(TINY, overrides))
