@@ -18,6 +18,7 @@ import itertools
 import logging
 import math
 import re
+import warnings
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -513,6 +514,11 @@ def _finite(values: Sequence[float] | np.ndarray) -> np.ndarray:
     return data[~np.isnan(data)]
 
 
+def _check_level(level: float) -> None:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be a fraction in (0, 1), e.g. 0.95, not {level!r}")
+
+
 def _t_interval(data: np.ndarray, level: float) -> tuple[float, float]:
     """Student-t interval of the mean of `data` (n >= 2): mean -/+ t(1 - alpha/2, n-1) * s / sqrt(n)."""
     n = data.size
@@ -541,6 +547,7 @@ def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[
     better calibrated and reproducible there.  Constant data has a zero-width interval at any
     n >= 2 (the BCa acceleration is undefined for it, so it is not asked).
     """
+    _check_level(level)
     data = _finite(values)
     if data.size == 0:
         return math.nan, math.nan, math.nan
@@ -555,6 +562,18 @@ def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[
         **_seeded(scipy.stats.bootstrap),
     )  # fmt: skip
     return mean, float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def bootstrap_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95, n_boot: int = 10_000,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """Deprecated: use `mean_ci`, which this now returns (`n_boot` and `seed` are ignored).
+
+    Its percentile bootstrap over three seeds returned their min and max, not a confidence
+    interval; kept so that old analysis scripts run, and say why their intervals widened.
+    """
+    warnings.warn("rksearch.analysis.bootstrap_ci is deprecated: it is mean_ci now (a Student-t interval "
+                  "below 30 values, BCa from 30 on)", DeprecationWarning, stacklevel=2)
+    return mean_ci(values, confidence)
 
 
 Verdict = Literal["higher", "lower", "inconclusive"]
@@ -606,6 +625,7 @@ def paired(
     are all equal (s.d. 0 up to rounding) d_z would be +/-inf, which no table can use: it is
     NaN, and the zero-width interval carries the information instead.
     """
+    _check_level(level)
     x = np.asarray(a, dtype=float).ravel()
     y = np.asarray(b, dtype=float).ravel()
     if x.shape != y.shape:

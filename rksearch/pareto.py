@@ -31,8 +31,14 @@ def pareto(df: pd.DataFrame, x: str = "flops", y: str = "test_acc") -> pd.DataFr
     `y="best_val_acc"` for the selection one).  Row a dominates row b when a is at least as
     good in both and strictly better in one, so exact duplicates of a front point are all kept (neither dominates the
     other).  Rows with a missing x or y cannot be compared and are left out.  The original index
-    is kept so callers can join the front back to their frame.
+    is kept so callers can join the front back to their frame.  Rows of which not one has a `y`
+    (a database from before test metrics were recorded, read for `test_acc`) are an error, not
+    an empty front.
     """
+    if len(df) and df[y].isna().all():
+        hint = "best_val_error" if minimises(y) else "best_val_acc"
+        raise ValueError(f"no row has a {y!r} value (trials recorded before test metrics were?); "
+                         f"pass y={hint!r} for the validation metric")
     data = df.dropna(subset=[x, y])
     if data.empty:
         return data

@@ -105,12 +105,16 @@ def _error_bars(ax: Axes, part: pd.DataFrame, x: str, y: str, colour: str, name:
 
 def _plotted(rows: pd.DataFrame, x: str, x_unit: float, y: str, y_unit: float) -> pd.DataFrame:
     """Per-configuration rows in plotted units: px, the mean as column `plotted_<y>` (named so
-    `pareto` reads y's direction from it), and its CI as low/high."""
+    `pareto` reads y's direction from it), and its CI as low/high.  An accuracy or error is a
+    fraction: its t interval, which knows no bounds, is drawn clipped to [0, 1] (0-100%)."""
+    low, high = rows["ci_low"].astype(float), rows["ci_high"].astype(float)
+    if any(word in y.split("_") for word in ("acc", "error")):
+        low, high = low.clip(0.0, 1.0), high.clip(0.0, 1.0)
     return rows.assign(
         px=rows[x].astype(float) * x_unit,
         **{f"plotted_{y}": rows["mean"].astype(float) * y_unit},
-        low=rows["ci_low"].astype(float) * y_unit,
-        high=rows["ci_high"].astype(float) * y_unit,
+        low=low * y_unit,
+        high=high * y_unit,
     )
 
 

@@ -301,7 +301,9 @@ def _checkpoint_dir(row: dict[str, Any], study: str, which: Which, root: str | P
                          f"checkpoint directory {old_root} was moved, pass where it is now, the directory holding "
                          f"{tail.parts[0]}/ (checkpoint_root=DIR, or --checkpoints DIR)")
     root = Path(root).expanduser()
-    candidates = [root / tail, root / study / tail]  # the study's directory, or the storage path above it
+    # the study's directory, or the storage path above it (named as recorded: a reused copy's
+    # checkpoints live under the study that trained them)
+    candidates = [root / tail, root / old_root.name / tail]
     for candidate in candidates:
         if candidate.is_dir():
             return candidate

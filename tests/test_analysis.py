@@ -547,3 +547,15 @@ def test_ablation_verdicts_survive_holm_or_say_inconclusive() -> None:
         assert weak["diff_low"] > 0 and weak["p_t"] < 0.05  # unadjusted, the interval excludes 0
         assert weak["p_t_holm"] >= 0.05 and weak["verdict"] == "inconclusive"
         assert "not after Holm across 3 comparisons" in weak["note"]
+
+
+def test_old_names_and_bad_levels() -> None:
+    from rksearch import analysis
+
+    with pytest.warns(DeprecationWarning, match="mean_ci"):
+        assert analysis.bootstrap_ci([0.93, 0.94, 0.95]) == analysis.mean_ci([0.93, 0.94, 0.95])
+    for level in (95, 0.0, 1.0):
+        with pytest.raises(ValueError, match="level must be a fraction"):
+            analysis.mean_ci([0.1, 0.2], level)
+    with pytest.raises(ValueError, match="level must be a fraction"):
+        analysis.paired([0.1, 0.2], [0.2, 0.3], level=95)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -83,3 +84,11 @@ def test_front_is_exactly_the_non_dominated_set(points: list[tuple[int, int]]) -
     expected = {i for i in range(len(xs)) if not _dominated(i, xs, ys)}
     assert set(front.index) == expected
     assert list(front["flops"]) == sorted(front["flops"])
+
+
+def test_a_front_of_a_metric_no_row_has_is_an_error_not_empty() -> None:
+    old = pd.DataFrame({"flops": [1, 2], "test_acc": [float("nan")] * 2, "best_val_acc": [0.5, 0.6]})
+    with pytest.raises(ValueError, match="pass y='best_val_acc'"):
+        pareto(old)
+    assert len(pareto(old, y="best_val_acc")) == 2
+    assert pareto(old.iloc[:0]).empty  # no rows at all: an empty front
