@@ -15,7 +15,7 @@ from rksearch.study import load
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 #: trials each study plans (dry run): independent of the code, counted from the study files
 #: (the quickstart's clique points with s = 1 are invalid: skipped with the reason, not trained)
-SKIPPED_INVALID = {"quickstart.yaml": 2}
+SKIPPED_INVALID = {"quickstart.yaml": 2, "digits_trends.yaml": 6}  # the clique form needs s >= 2
 PLANNED = {
     "quickstart.yaml": 12,          # 2 forms x 3 stage counts x 2 growth rates
     "stage_sweep.yaml": 8,          # Table 1: 4 ERKNet + 4 IRKNet rows
@@ -23,6 +23,7 @@ PLANNED = {
     "table3_imagenet.yaml": 3,      # 3 ImageNet ERKNets
     "ablation_components.yaml": 96,  # (2 x 8 + 16) configurations x 3 seeds
     "pareto_search.yaml": 64,       # num_samples
+    "digits_trends.yaml": 48,       # 2 forms x 4 stage counts x 2 growth rates x 3 seeds
 }
 #: paper Table 1, ERKNets at k = 36, m = 1, multiscale, CIFAR-10: exact closed-form counts of the
 #: printed 0.74M/0.66G, 0.83M/0.83G, 0.91M/0.87G, 0.99M/0.88G (rkcnn.md section 6)
