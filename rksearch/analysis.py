@@ -128,7 +128,8 @@ def require_metric(df: pd.DataFrame, metric: str) -> None:
     without completed trials, passes: there is nothing to misreport yet.
     """
     alternative = _VALIDATION_ALTERNATIVE.get(metric)
-    hint = f'; pass metric="{alternative}" to report the validation metric instead' if alternative else ""
+    hint = (f"; report the validation metric {alternative!r} instead (metric= in Python, --metric or --y "
+            f"on the command line)" if alternative else "")
     if metric not in df.columns:
         raise ValueError(f"the study has no {metric!r} column{hint}")
     done = completed(df)
@@ -492,9 +493,12 @@ def _latex_escape(text: str) -> str:
 
 
 def table_csv(table: pd.DataFrame) -> str:
-    """The table as CSV with one header row ('<group> <field>'), numbers unrounded."""
+    """The table as CSV with one header row ('<group> <field>'), numbers unrounded, and a last
+    column `selection` (how the models were selected, from `paper_table`) so that a CSV of a
+    study selected on test says so as the Markdown and LaTeX captions do."""
     flat = table.copy()
     flat.columns = [f"{group} {field}" for group, field in table.columns]
+    flat["selection"] = table.attrs.get("selection", "selection split not recorded")
     buffer = io.StringIO()
     flat.to_csv(buffer, index=False)
     return buffer.getvalue()

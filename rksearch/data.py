@@ -389,6 +389,10 @@ def _holdout(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor
         members = torch.nonzero(labels == label).flatten()
         held_parts.append(members[torch.randperm(len(members), generator=gen)[:count]])
     held = torch.cat(held_parts).sort().values
+    emptied = [label for label, size, count in zip(classes.tolist(), sizes.tolist(), counts.tolist()) if count >= size]
+    if emptied:
+        log.warning("holdout_fraction %g of %d training images holds out every image of class(es) %s: "
+                    "nothing of them is left to train on", fraction, n, emptied)
     keep = torch.ones(n, dtype=torch.bool)
     keep[held] = False
     return torch.nonzero(keep).flatten(), held

@@ -221,7 +221,7 @@ def test_ablation_compares_the_test_metric_by_default() -> None:
     on_val = ablation(df, metric="best_val_acc").set_index(["factor", "level"])
     assert on_val.loc[("attention", True), "diff"] == pytest.approx(0.12)
     old = ofat_frame().assign(test_acc=math.nan)  # a database from before test metrics
-    with pytest.raises(ValueError, match='test_acc.*metric="best_val_acc"'):
+    with pytest.raises(ValueError, match="test_acc.*validation metric 'best_val_acc'"):
         ablation(old)
 
 
@@ -370,9 +370,9 @@ def test_replicates_drop_trials_without_the_metric_and_read_any_metric() -> None
 
 def test_a_frame_without_test_numbers_says_which_metric_to_use() -> None:
     old = figure4_frame().assign(test_error=math.nan, test_acc=math.nan)  # an older database
-    with pytest.raises(ValueError, match='test_error.*metric="best_val_error"'):
+    with pytest.raises(ValueError, match="test_error.*validation metric 'best_val_error'"):
         paper_table(old)
-    with pytest.raises(ValueError, match='test_error.*metric="best_val_error"'):
+    with pytest.raises(ValueError, match="test_error.*validation metric 'best_val_error'"):
         replicates(old.drop(columns="test_error"))
     table = paper_table(old, metric="best_val_error")
     assert table.attrs["metric"] == "best_val_error"
@@ -391,7 +391,7 @@ def test_a_stored_study_tabulates_like_its_frame(tmp_path) -> None:
     assert table_markdown(paper_table(stored)) == table_markdown(paper_table(frame))
     assert set(stored["validation"]) == {"holdout"}
     store_frame(url, "old", frame)  # no test numbers, as an older database
-    with pytest.raises(ValueError, match='metric="best_val_error"'):
+    with pytest.raises(ValueError, match="validation metric 'best_val_error'"):
         paper_table(results.load(url, "old"))
 
 
@@ -559,3 +559,13 @@ def test_old_names_and_bad_levels() -> None:
             analysis.mean_ci([0.1, 0.2], level)
     with pytest.raises(ValueError, match="level must be a fraction"):
         analysis.paired([0.1, 0.2], [0.2, 0.3], level=95)
+
+
+def test_a_csv_table_says_how_its_models_were_selected() -> None:
+    from rksearch.analysis import table_csv
+
+    paper = figure4_frame().assign(validation="test")
+    paper.attrs = figure4_frame().attrs
+    text = table_csv(paper_table(paper))
+    header, first = text.splitlines()[:2]
+    assert header.endswith(",selection") and first.endswith("selected on test (the paper's protocol)")

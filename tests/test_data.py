@@ -210,6 +210,15 @@ def test_stratified_holdout_shares_a_rounded_total_by_class_size() -> None:
     assert torch.equal(_holdout(labels, 0.3, seed=5)[1], held)
 
 
+def test_a_holdout_that_empties_a_class_of_training_images_says_so(caplog) -> None:
+    with caplog.at_level("WARNING", logger="rksearch.data"):
+        _holdout(torch.tensor([0] * 8 + [1]), 0.5, seed=0)  # 4 of class 0 held out: both classes train
+    assert "holds out every image" not in caplog.text
+    with caplog.at_level("WARNING", logger="rksearch.data"):
+        keep, _ = _holdout(torch.tensor([0] * 9 + [1]), 0.9, seed=0)  # 9 of 10 held out, the 1 among them
+    assert len(keep) == 1 and "holds out every image of class(es) [1]" in caplog.text
+
+
 def test_digits_holds_out_of_its_training_part_and_keeps_its_test_split() -> None:
     holdout = load(DataConfig(dataset="digits"), seed=0)
     paper = load(DataConfig(dataset="digits", validation="test"), seed=0)

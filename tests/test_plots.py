@@ -362,7 +362,8 @@ def test_cli_writes_each_plot(url: str, tmp_path: Path, argv: list[str], suffix:
         (["figure4", "--study", "fig4", "-o", "x.jpg"], "must end in one of .png, .pdf, .svg"),
         (["curves", "--study", "fig4", "--by", "neck", "-o", "x.png"], "neck"),
         (["pareto", "--study", "fig4", "--reference", "r.csv", "-o", "x.png"], "only applies to figure4"),
-        (["figure4", "--study", "fig4", "-o", "x.png"], 'pass metric="best_val_error"'),  # no test numbers
+        (["figure4", "--study", "fig4", "-o", "x.png"],  # no test numbers
+         "validation metric 'best_val_error' instead (metric= in Python, --metric or --y"),
         (["pareto", "--study", "reported", "--y", "val_acc", "-o", "x.png"], "no 'val_acc' column"),
         (["figure4", "--study", "fig4", "--reference", "missing.csv", "-o", "x.png"], "missing.csv"),
     ],
