@@ -67,6 +67,7 @@ import pandas as pd
 import scipy.stats
 
 from rksearch import analysis, results
+from rksearch.pareto import pareto
 from rksearch.store.db import StoreError
 
 #: how many target errors claim 2 averages the log cost ratio over (evenly spaced, ends included)
@@ -170,8 +171,8 @@ def prepared(df: pd.DataFrame) -> pd.DataFrame:
         df = df[df["status"] == "completed"]
     df = df[df["test_error"].notna()]
     if df.empty:
-        raise ClaimError("no completed trial has a test error (test_error is recorded by studies run since "
-                         "issue 13; re-run the study)")
+        raise ClaimError("no completed trial has a test error (trials recorded before rksearch kept a test "
+                         "set apart have none; re-run the study)")
     out = pd.DataFrame({
         "form": forms(df).to_numpy(),
         "seed": df["seed"].to_numpy(),
@@ -215,14 +216,11 @@ def stage_slopes(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def front(cost: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The Pareto front (lower cost, lower error): its costs ascending, its errors strictly descending."""
-    order = np.lexsort((error, cost))
-    keep_cost, keep_error = [], []
-    for c, e in zip(cost[order], error[order]):
-        if not keep_error or e < keep_error[-1]:  # at equal cost the lower error comes first
-            keep_cost.append(c)
-            keep_error.append(e)
-    return np.asarray(keep_cost, dtype=float), np.asarray(keep_error, dtype=float)
+    """The Pareto front (lower cost, lower error) of `rksearch.pareto`, exact duplicates of a front
+    point kept once: its costs ascending, its errors strictly descending."""
+    best = pareto(pd.DataFrame({"cost": cost, "error": error}), x="cost", y="error")
+    best = best.drop_duplicates(["cost", "error"])
+    return best["cost"].to_numpy(dtype=float), best["error"].to_numpy(dtype=float)
 
 
 def cost_to_reach(front_cost: np.ndarray, front_error: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -217,18 +217,22 @@ SELECTED_ON_TEST = "selected on test (the paper's protocol)"
 SELECTED_ON_HOLDOUT = "selected on validation holdout; test reported once per trial"
 
 
+def selection_splits(df: pd.DataFrame) -> set[str]:
+    """The splits that selected the rows' checkpoints ('holdout', 'test'); empty when the frame
+    does not record them (no `validation` column, or none filled in)."""
+    if "validation" not in df.columns:
+        return set()
+    return {str(v) for v in df["validation"] if not _missing(v)}
+
+
 def selection(df: pd.DataFrame) -> str | None:
     """'test' when any row was selected on the test set, 'holdout' when rows say so, else None.
 
     One row selected on test is enough to make a table, plot or summary of the frame say so.
     A frame without a `validation` column (or with it empty) does not say: None.
     """
-    if "validation" not in df.columns:
-        return None
-    values = df["validation"].dropna().astype(str)
-    if (values == "test").any():
-        return "test"
-    return "holdout" if len(values) else None
+    splits = selection_splits(df)
+    return "test" if "test" in splits else "holdout" if splits else None
 
 
 def selection_note(df: pd.DataFrame) -> str | None:
@@ -353,7 +357,7 @@ def selection_text(rows: pd.DataFrame, metric: str = "test_error") -> str:
     test error reported' (or '...; validation error reported' for a validation metric).  A
     frame that does not record the split says so.
     """
-    splits = {str(v) for v in rows["validation"] if not _missing(v)} if "validation" in rows.columns else set()
+    splits = selection_splits(rows)
     reported = "test error reported" if metric.startswith("test_") else f"{metric} reported"
     if "test" in splits:
         if splits == {"test"}:
@@ -960,6 +964,7 @@ __all__ = [
     "paper_table",
     "selection_text",
     "selection",
+    "selection_splits",
     "selection_note",
     "pm_cell",
     "per_configuration",

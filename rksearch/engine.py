@@ -342,7 +342,6 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
     # a completed trial short of an epoch (a write lost before the journal existed): retrain it
     incomplete = {key for key in store.missing_results(study_id) if statuses.get(key) == "completed"}
     done_before = _final_keys(statuses, store.trial_failures(study_id), incomplete, study, retry_failed)
-    already = sum(1 for key in done_before if statuses[key] != "skipped")
     skipped = {key for key in done_before if statuses[key] == "skipped"}
     reused: set[str] = set()
     other_code: set[str] = set()  # reuse: completed elsewhere, but by another code version
@@ -411,6 +410,7 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
     else:
         planned = []
         _abandon(store, study_id, statuses, keep=set())  # Optuna does not continue a trial it drew before
+        already = sum(1 for key in done_before if statuses[key] != "skipped")  # every point drawn counts
         total = max(search.num_samples - already, 0)  # type: ignore[operator]
         if total == 0:
             return counts(), []

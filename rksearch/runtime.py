@@ -94,23 +94,21 @@ def planned(cfg: RuntimeConfig, gpus: float) -> RuntimeConfig:
 
 
 def resolve(cfg: RuntimeConfig) -> Runtime:
-    """Turn the config's 'auto' choices into concrete ones for this machine."""
+    """Turn the config's 'auto' choices into concrete ones for this machine: what `planned`
+    gives a trial with a GPU exactly when this machine has one, checked against the machine."""
     cuda = torch.cuda.is_available()
     if cfg.device == "cuda" and not cuda:
         raise RuntimeError("runtime.device is 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
-    device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and cuda) else "cpu")
+    concrete = planned(cfg, gpus=1 if cuda else 0)
+    device = torch.device(concrete.device)
     on_gpu = device.type == "cuda"
-    if cfg.amp == "auto":
-        amp = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if on_gpu else None
-    elif cfg.amp == "fp16" and not on_gpu:
+    if concrete.amp == "fp16" and not on_gpu:
         raise RuntimeError("runtime.amp 'fp16' needs CUDA; use 'bf16' or 'off' on CPU")
-    elif cfg.amp == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
+    if concrete.amp == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
         raise RuntimeError(f"runtime.amp is 'bf16' but {torch.cuda.get_device_name(device)} does not support "
                            f"bfloat16; set runtime.amp: fp16 (or off) in the study")
-    else:
-        amp = _AMP_DTYPES[cfg.amp]
-    channels_last = on_gpu if cfg.channels_last == "auto" else bool(cfg.channels_last)
-    return Runtime(device, amp, channels_last, cfg.threads or trial_cpus(), cfg.deterministic)
+    return Runtime(device, _AMP_DTYPES[concrete.amp], bool(concrete.channels_last), cfg.threads or trial_cpus(),
+                   cfg.deterministic)
 
 
 @contextmanager

@@ -30,7 +30,7 @@ def study_summary(url: str, study: str, top: int = 5, level: float = 0.95, displ
     shown += sorted(s for s in counts if s not in shown)
     header = f"study {study}: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
     protocol = analysis.selection(every)
-    splits = set(every["validation"].dropna()) if "validation" in every else set()
+    splits = analysis.selection_splits(every)
     if splits == {"test", "holdout"}:  # e.g. a study begun before the holdout default, resumed after it
         header += ("; mixed: some trials selected on test (the paper's protocol), the others on the "
                    "validation holdout; they are never pooled ([test] marks the former)")
