@@ -498,3 +498,18 @@ def test_a_dirty_checkout_names_its_changes(tmp_path: Path) -> None:
     environment._git_describe.cache_clear()
     assert "dirty" not in clean and first.startswith(clean + "-dirty.") and second.startswith(clean + "-dirty.")
     assert first != second
+
+
+def test_a_journaled_checkpoint_location_is_recorded_on_replay(db_url: str, tmp_path: Path) -> None:
+    """The database refused the write (a full disk): the checkpoint paths wait in the journal."""
+    store = open_store(db_url)
+    study = store.begin_study("ck", "x")
+    store.trial_started(study, describe({"key": "key0001", "k": 12}))
+    journal = Journal(tmp_path / "journal.jsonl")
+    for path, best in (("/ck/run-1/t/checkpoint_000000", True), ("/ck/run-1/t/checkpoint_000001", False)):
+        journal.append(json.loads(json.dumps(store.journal_entry("record_checkpoint", study, "key0001", path, best))))
+    assert store.replay(journal) == 2 and not journal.pending()
+    row = results.load(db_url, "ck", status=None).iloc[0]
+    assert (row["best_checkpoint"], row["last_checkpoint"]) == ("/ck/run-1/t/checkpoint_000000",
+                                                                "/ck/run-1/t/checkpoint_000001")
+    store.close()
