@@ -67,7 +67,7 @@ import pandas as pd
 import scipy.stats
 
 from rksearch import analysis, results
-from rksearch.pareto import pareto
+from rksearch.analysis.pareto import pareto
 from rksearch.store.db import StoreError
 
 #: how many target errors claim 2 averages the log cost ratio over (evenly spaced, ends included)
@@ -216,7 +216,7 @@ def stage_slopes(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def front(cost: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The Pareto front (lower cost, lower error) of `rksearch.pareto`, exact duplicates of a front
+    """The Pareto front (lower cost, lower error) of `rksearch.analysis.pareto`, exact duplicates of a front
     point kept once: its costs ascending, its errors strictly descending."""
     best = pareto(pd.DataFrame({"cost": cost, "error": error}), x="cost", y="error")
     best = best.drop_duplicates(["cost", "error"])

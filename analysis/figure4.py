@@ -4,7 +4,7 @@
         -o docs/img/quickstart_figure4.png [--reference published.csv] [--by form] [--linear] \
         [--metric best_val_error]
 
-Draws the figure with `rksearch.plots.figure4` (the same code as `python -m rksearch.plot
+Draws the figure with `rksearch.analysis.plots.figure4` (the same code as `python -m rksearch.plot
 figure4`) and prints the study's Pareto front by FLOPs as a Markdown table, the numbers a
 caption or README quotes beside the picture: test error per configuration as
 "mean ± half-width (n)" over seeds, and how the models were selected ("selected on test" for
@@ -17,8 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from rksearch import analysis, plots, results
-from rksearch.pareto import pareto
+from rksearch import analysis, results
+from rksearch.analysis import plots
+from rksearch.analysis.pareto import pareto
 from rksearch.store.db import StoreError
 
 

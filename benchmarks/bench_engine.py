@@ -1,6 +1,6 @@
-"""The engine's overhead: one study of tiny trials through `rksearch.engine.run_study` (Ray Tune,
+"""The engine's overhead: one study of tiny trials through `rksearch.search.engine.run_study` (Ray Tune,
 SQLite store, checkpoints, progress view) against the very same trainings run by
-`rksearch.train.run_trial` in a plain `multiprocessing.Pool`, both two trials at a time with one
+`rksearch.training.loop.run_trial` in a plain `multiprocessing.Pool`, both two trials at a time with one
 torch thread each (a fair baseline on a 2-core machine).  Goal (issue 4): the study takes at most
 1.10x the plain loop's wall time at trials of about 10 s.
 
@@ -20,9 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-
-from rksearch.space import Planner
-from rksearch.study import loads
+from rksearch.search.planner import Planner
+from rksearch.search.study import loads
 
 STUDY = """
 name: bench-engine
@@ -49,7 +48,7 @@ def study_text(epochs: int, trials: int, concurrency: int) -> str:
 
 def _train(config: dict) -> float:
     """One plain trial in a pool worker (one torch thread: the config's `runtime.threads`)."""
-    from rksearch.train import run_trial
+    from rksearch.training.loop import run_trial
 
     started = time.monotonic()
     run_trial(config)
@@ -64,7 +63,7 @@ def plain(configs: list[dict], concurrency: int) -> tuple[float, list[float]]:
 
 
 def study(text: str, workdir: Path) -> tuple[float, int]:
-    from rksearch.engine import run_study
+    from rksearch.search.engine import run_study
 
     spec, text = loads(text)
     started = time.monotonic()

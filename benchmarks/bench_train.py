@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rksearch.cost import count  # noqa: E402
 from rksearch.models import build  # noqa: E402
-from rksearch.runtime import RuntimeConfig, activated, resolve, trial_cpus  # noqa: E402
+from rksearch.training.runtime import RuntimeConfig, activated, resolve, trial_cpus  # noqa: E402
 
 OURS = ("ERKNet-6x1 6x1 6x1", "IRKNet-3x1 3x1 3x1")
 GROWTH, IMAGE, CLASSES = 36, 32, 10

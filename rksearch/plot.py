@@ -1,7 +1,7 @@
 """`python -m rksearch.plot figure4|curves|pareto|ablation --storage URL --study NAME -o out.png`
 
 Draws a study's results straight from the database: a thin layer over `rksearch.results`
-(read), `rksearch.analysis` (statistics) and `rksearch.plots` (drawing), importing neither Ray
+(read), `rksearch.analysis` (statistics) and `rksearch.analysis.plots` (drawing), importing neither Ray
 nor a GUI backend, so it runs on a laptop with only the database file.  Any problem with the
 inputs is one line on stderr and exit status 2.
 """
@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from rksearch import analysis, plots, results
+from rksearch import analysis, results
+from rksearch.analysis import plots
 from rksearch.store.db import StoreError
 
 #: output formats matplotlib writes without extra software

@@ -2,7 +2,7 @@
 
 The database is the source of truth, so this is how results are read a year later on another
 machine: `load` (one row per trial), `load_epochs` (one row per epoch), `studies`, `pareto`,
-`load_model` (a trial's chosen model, `rksearch.trained`), and a small CLI:
+`load_model` (a trial's chosen model, `rksearch.analysis.trained`), and a small CLI:
 
     python -m rksearch.results ls
     python -m rksearch.results show STUDY
@@ -28,12 +28,14 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from rksearch import failures
-from rksearch.pareto import pareto
+from rksearch.analysis.pareto import pareto
+from rksearch.analysis.trained import FORMATS as MODEL_FORMATS
+from rksearch.analysis.trained import ModelError, load_model
 from rksearch.store import db
 from rksearch.store.db import StoreError
-from rksearch.store.schema import epochs, studies as studies_table, trials
-from rksearch.trained import FORMATS as MODEL_FORMATS, ModelError, load_model
+from rksearch.store.schema import epochs, trials
+from rksearch.store.schema import studies as studies_table
+from rksearch.training import failures
 
 DEFAULT_URL = "sqlite:///rksearch.db"
 
@@ -109,7 +111,7 @@ def load(url: str = DEFAULT_URL, study: str | None = None, status: str | None = 
       - `test_acc` (the test set on the best epoch's weights: the number to report) and
         `test_acc_final` (on the final weights), NaN for a trial that did not complete;
       - each `*_acc` has its `*_error` (1 - accuracy, a fraction).
-    `failure` is a failed trial's category (`rksearch.failures`), `error` its error text or a
+    `failure` is a failed trial's category (`rksearch.training.failures`), `error` its error text or a
     skipped trial's reason; `best_checkpoint`/`last_checkpoint` the kept checkpoint directories
     (`load_model`).  With `detail`, `config` (the trial's full config) and `environment` (what its
     worker ran: code version, torch, CUDA, cuDNN, device, node) are added as dict columns.
@@ -262,7 +264,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _export_model(args: argparse.Namespace) -> None:
     """`export --trial`: one trial's model as a state_dict or ONNX file, with its JSON spec."""
-    from rksearch import trained
+    from rksearch.analysis import trained
 
     if args.output is None:
         raise ModelError(f"--format {args.format} writes files: give the model's file with -o")
@@ -274,7 +276,7 @@ def _export_model(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     import json
 
-    from rksearch import trained
+    from rksearch.analysis import trained
 
     which = args.which or "best"
     out = trained.evaluate(args.storage, args.study, args.trial, args.split, which,

@@ -21,9 +21,9 @@ import sys
 import time
 from typing import Sequence
 
-from .failures import last_line
-from .study import StudyError, load
-from .store import StoreError
+from rksearch.search.study import StudyError, load
+from rksearch.store import StoreError
+from rksearch.training.failures import last_line
 
 EPILOG = """examples:
   python -m rksearch.run studies/quickstart.yaml
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = False
     try:
         study, text = load(args.study, args.overrides)
-        from .space import Node, Planner, describe
+        from rksearch.search.planner import Node, Planner, describe
 
         if args.dry_run:
             planner = Planner(study, node=Node.this_machine())
@@ -111,14 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{len(trials)} trials planned: {runnable} to train, {len(trials) - runnable} skipped")
             return 0
         url = args.storage or os.environ.get("RKSEARCH_STORAGE") or study.storage.url
-        from .engine import run_study
-        from .summary import study_summary
+        from rksearch.analysis.report import study_summary
+        from rksearch.search.engine import run_study
 
         started = True  # from here on a study may exist to be continued
         run = run_study(study, text, storage_url=url, storage_path=args.storage_path,
                         address=args.address or os.environ.get("RAY_ADDRESS"), resume=args.resume,
                         retry_failed=args.retry_failed, preflight=not args.no_preflight)
-        from .store.db import redact
+        from rksearch.store.db import redact
 
         print()
         try:

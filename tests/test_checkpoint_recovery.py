@@ -18,15 +18,16 @@ import time
 import types
 from pathlib import Path
 
+import driver
 import pytest
 import sqlalchemy as sa
 import torch
 from ray import tune
 
-import driver
-from rksearch import checkpoint, trainable
+from rksearch.search import trainable
+from rksearch.search.study import loads
 from rksearch.store.schema import epochs, studies, trials
-from rksearch.study import loads
+from rksearch.training import checkpoint
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from studyframes import TRIAL_HEAD, TRIAL_TAIL, store_frame
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,12 +11,11 @@ import weakref
 
 import pytest
 import torch
+from specgen import random_spec
 from torch import nn
 
 from rksearch.cost import Cost, Memory, closed_form, count, human_bytes, main, trace, training_memory
 from rksearch.models import build, parse
-
-from specgen import random_spec
 
 # rkcnn.md section 6: paper Table 1, ERKNet on CIFAR-10, k = 36, m = 1, multiscale
 TABLE1_ERKNET = [

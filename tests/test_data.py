@@ -3,7 +3,7 @@
 The files are written here the way the official archives lay them out (CIFAR python
 pickles with a flat 3072-byte row per image in channel-major order, SVHN's MATLAB arrays
 X[h, w, c, n] with label 10 for the digit 0, ImageFolder trees), and read back through
-torchvision's own classes via `rksearch.data.load`.  torchvision checks the official md5
+torchvision's own classes via `rksearch.training.data.load`.  torchvision checks the official md5
 sums of CIFAR/SVHN files; `load` hands it file lists without sums (torchvision's
 `check_integrity(path, md5=None)` is its documented presence check), and keeps the
 official sums for downloads and for `verify: true` — tested below.
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from rksearch.data import NORMALISATION, DataConfig, DataError, _holdout, flip_crop, load
+from rksearch.training.data import NORMALISATION, DataConfig, DataError, _holdout, flip_crop, load
 
 
 def _pixels(n: int, offset: int) -> np.ndarray:
@@ -211,10 +211,10 @@ def test_stratified_holdout_shares_a_rounded_total_by_class_size() -> None:
 
 
 def test_a_holdout_that_empties_a_class_of_training_images_says_so(caplog) -> None:
-    with caplog.at_level("WARNING", logger="rksearch.data"):
+    with caplog.at_level("WARNING", logger="rksearch.training.data"):
         _holdout(torch.tensor([0] * 8 + [1]), 0.5, seed=0)  # 4 of class 0 held out: both classes train
     assert "holds out every image" not in caplog.text
-    with caplog.at_level("WARNING", logger="rksearch.data"):
+    with caplog.at_level("WARNING", logger="rksearch.training.data"):
         keep, _ = _holdout(torch.tensor([0] * 9 + [1]), 0.9, seed=0)  # 9 of 10 held out, the 1 among them
     assert len(keep) == 1 and "holds out every image of class(es) [1]" in caplog.text
 
@@ -287,7 +287,7 @@ def test_download_happens_under_a_file_lock_in_root(tmp_path: Path, monkeypatch:
     """Parallel trials on one node must not download into the same folder at once."""
     import filelock
 
-    from rksearch import readers
+    from rksearch.training import readers
 
     calls: list[bool] = []
 

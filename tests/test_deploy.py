@@ -23,7 +23,7 @@ import yaml
 from packaging.requirements import Requirement
 from sqlalchemy.engine import make_url
 
-from rksearch.preflight import DEFAULT_MIN_SHM_BYTES
+from rksearch.search.preflight import DEFAULT_MIN_SHM_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"

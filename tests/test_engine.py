@@ -16,18 +16,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import driver
 import pytest
 import ray
 import sqlalchemy as sa
 import yaml
-
-import driver
 from raycluster import ray_cluster  # noqa: F401  (the session fixture)
-from rksearch import checkpoint, environment, results
-from rksearch.engine import run_study
-from rksearch.space import Planner
+
+from rksearch import results
+from rksearch.search.engine import run_study
+from rksearch.search.planner import Planner
+from rksearch.search.study import loads
 from rksearch.store.schema import epochs, studies, trials
-from rksearch.study import loads
+from rksearch.training import checkpoint, environment
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -291,7 +292,7 @@ def test_trial_workers_import_nothing_of_the_driver_nor_torchvision() -> None:
     """Every Ray worker imports the trainable's module before its first epoch; the driver's
     Optuna/SQL/plotting stack or torchvision there would cost seconds per worker start."""
     heavy = ("torchvision", "optuna", "sqlalchemy", "alembic", "matplotlib",
-             "rksearch.engine", "rksearch.store", "rksearch.readers")
-    code = f"import sys, rksearch.trainable; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+             "rksearch.search.engine", "rksearch.store", "rksearch.training.readers")
+    code = f"import sys, rksearch.search.trainable; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == []

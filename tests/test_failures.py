@@ -9,9 +9,9 @@ import pytest
 import ray.exceptions
 import torch
 
-from rksearch import failures
-from rksearch.checkpoint import UnreadableCheckpoint
-from rksearch.data import DataError
+from rksearch.training import failures
+from rksearch.training.checkpoint import UnreadableCheckpoint
+from rksearch.training.data import DataError
 
 
 def _texts(exc: BaseException) -> list[str]:

@@ -29,9 +29,10 @@ import sqlalchemy as sa
 from ray.cluster_utils import Cluster
 
 from rksearch import results
-from rksearch.engine import run_study
-from rksearch.store.schema import epochs as epochs_table, trials
-from rksearch.study import loads
+from rksearch.search.engine import run_study
+from rksearch.search.study import loads
+from rksearch.store.schema import epochs as epochs_table
+from rksearch.store.schema import trials
 
 pytestmark = pytest.mark.ray
 

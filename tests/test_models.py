@@ -7,12 +7,11 @@ import random
 
 import pytest
 import torch
+from specgen import random_spec
 from torch import nn
 
 from rksearch.models import ArchSpec, SpecError, build, parse
 from rksearch.models.blocks import CliqueStep, ExplicitStep, UpdateStep
-
-from specgen import random_spec
 
 NAMED = [
     ("ERKNet-6x1 6x1 6x1", {"k": 36}),

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rksearch.pareto import minimises, pareto
+from rksearch.analysis.pareto import minimises, pareto
 
 
 def _points(rows: list[tuple[str, float, float]], y: str = "test_acc") -> pd.DataFrame:

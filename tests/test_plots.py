@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 from matplotlib.container import ErrorbarContainer
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
 from studyframes import FIGURE4_DIMS, epoch_acc, figure4_frame, ofat_frame, store_frame
 
-from rksearch import analysis, plot, plots, results
+from rksearch import analysis, plot, results
+from rksearch.analysis import plots
 
 ROOT = Path(__file__).resolve().parents[1]
 

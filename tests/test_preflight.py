@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import ray
 import sqlalchemy
 
-from rksearch.preflight import (
+from rksearch.search.preflight import (
     MARKER_PREFIX,
     NodeReport,
     PreflightError,
@@ -84,7 +83,7 @@ def test_checkpoint_path_the_driver_cannot_create(local_ray, tmp_path):
 
 
 def test_object_store_uri_is_passed_through_with_a_note(local_ray, caplog):
-    with caplog.at_level(logging.INFO, logger="rksearch.preflight"):
+    with caplog.at_level(logging.INFO, logger="rksearch.search.preflight"):
         problems = run_preflight(
             resources_per_trial={"CPU": 1},
             checkpoint_path="s3://bucket/rksearch/ckpt",
@@ -198,7 +197,7 @@ def test_raise_for_problems_raises_with_every_error_and_only_logs_warnings(caplo
     warn = PreflightProblem("shm", "small shm", "grow it", severity="warning")
     err1 = PreflightProblem("resources", "no GPUs", "add GPUs")
     err2 = PreflightProblem("database", "db down", "start it")
-    with caplog.at_level(logging.WARNING, logger="rksearch.preflight"):
+    with caplog.at_level(logging.WARNING, logger="rksearch.search.preflight"):
         raise_for_problems([warn])
     assert "small shm" in caplog.text
     with pytest.raises(PreflightError) as info:

@@ -14,7 +14,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from rksearch.preflight import (
+from rksearch.search.preflight import (
     MARKER_PREFIX,
     judge_checkpoints,
     probe_nodes,

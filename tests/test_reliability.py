@@ -17,21 +17,21 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import driver
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-
-import driver
 from raycluster import ray_cluster  # noqa: F401  (the module fixture)
-from rksearch import results
-from rksearch.engine import run_study
-from rksearch.progress import ProgressView
-from rksearch.space import Planner
-from rksearch.store import StoreError, open_store
-from rksearch.store.journal import JOURNAL_NAME
-from rksearch.study import loads
 from storeload import describe, epoch_result
 from test_data import write_cifar10
+
+from rksearch import results
+from rksearch.search.engine import run_study
+from rksearch.search.planner import Planner
+from rksearch.search.progress import ProgressView
+from rksearch.search.study import loads
+from rksearch.store import StoreError, open_store
+from rksearch.store.journal import JOURNAL_NAME
 
 pytestmark = pytest.mark.timeout(400)
 

@@ -11,7 +11,7 @@ import pytest
 from pgfixture import db_url, pg_server, pg_url  # noqa: F401  (fixtures)
 from storeload import FakeTrial, describe, epoch_result, val_acc
 
-import rksearch.pareto
+import rksearch.analysis.pareto
 from rksearch import results
 from rksearch.store import StoreCallback, StoreError, open_store
 
@@ -77,7 +77,7 @@ def test_load_epochs(filled: str) -> None:
 
 
 def test_pareto_is_the_shared_implementation_and_fits_load(filled: str) -> None:
-    assert results.pareto is rksearch.pareto.pareto
+    assert results.pareto is rksearch.analysis.pareto.pareto
     df = results.load(filled, "fig")
     # flops grow with k and so does accuracy: every completed trial is on the front
     assert results.pareto(df, y="best_val_acc")["trial_key"].tolist() == ["key0000", "key0001", "key0002"]
@@ -93,7 +93,7 @@ def test_studies(filled: str) -> None:
 
 def test_end_of_study_summary_reads_the_database(filled: str) -> None:
     """The report `rksearch.run` prints last: counts, best configurations with costs, next commands."""
-    from rksearch.summary import study_summary
+    from rksearch.analysis.report import study_summary
 
     lines = study_summary(filled, "fig", display_url="sqlite:///shown.db").splitlines()
     assert lines[0] == "study fig: 3 completed, 1 pruned, 1 failed, 0 skipped"

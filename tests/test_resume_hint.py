@@ -13,13 +13,12 @@ import signal
 import sys
 from pathlib import Path
 
+import driver
 import pytest
 import yaml
-
-import driver
+from test_engine import TINY
 
 from rksearch.run import parser, resume_command
-from test_engine import TINY
 
 
 def _parsed(words: list[str]) -> dict:

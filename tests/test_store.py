@@ -21,9 +21,8 @@ from pgfixture import db_url, pg_server, pg_url  # noqa: F401  (fixtures)
 from storeload import FakeTrial, describe, epoch_result, process_worker, run_trials, val_acc
 
 from rksearch import results
-from rksearch.store import Store, StoreCallback, StoreError, open_store
+from rksearch.store import Store, StoreCallback, StoreError, db, open_store
 from rksearch.store import callback as callback_module
-from rksearch.store import db
 from rksearch.store.journal import Journal
 from rksearch.store.schema import metadata
 
@@ -478,7 +477,7 @@ def test_a_trial_continued_by_other_code_is_mixed_and_never_reused_as_either(db_
 
 def test_a_dirty_checkout_names_its_changes(tmp_path: Path) -> None:
     """Two different sets of uncommitted changes on one commit are two code versions."""
-    from rksearch import environment
+    from rksearch.training import environment
 
     def git(*args: str) -> None:
         subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True,

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rksearch import run
-from rksearch.space import Planner
-from rksearch.study import MAX_EXPANDED_VALUES, StudyError, loads
+from rksearch.search.planner import Planner
+from rksearch.search.study import MAX_EXPANDED_VALUES, StudyError, loads
 
 #: a small valid study; the line numbers below are counted in this text
 TINY = """\

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from studyframes import store_frame, trial_row
 
-from rksearch import analysis, results, summary
+from rksearch import analysis, results
+from rksearch.analysis import report as summary
 
 DIMS = ["stages", "growth", "form"]
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from rksearch import checkpoint
-from rksearch.data import DataError
 from rksearch.models import build
-from rksearch.runtime import RuntimeConfig, activated, resolve
-from rksearch.train import TrialConfig, TrialResult, run_trial
+from rksearch.training import checkpoint
+from rksearch.training.data import DataError
+from rksearch.training.loop import TrialConfig, TrialResult, run_trial
+from rksearch.training.runtime import RuntimeConfig, activated, resolve
 
 TINY = {"name": "ERKNet-1x1 1x1 1x1", "knobs": {"k": 4}}
 SYNTHETIC = {"dataset": "synthetic", "image_size": 16, "train_size": 96, "val_size": 32, "batch_size": 16}
@@ -61,8 +61,8 @@ class _Recorded:
 
 def test_the_test_set_is_read_only_after_the_last_epoch_and_selection_never_sees_it(monkeypatch) -> None:
     """The protocol, by instrumenting the data source: validation selects, test reports once."""
-    from rksearch import train as train_module
-    from rksearch.engine import blind
+    from rksearch.search.engine import blind
+    from rksearch.training import loop as train_module
 
     events: list[tuple[str, int]] = []
     real_load = train_module.load_data
@@ -99,8 +99,8 @@ def test_the_test_set_is_read_only_after_the_last_epoch_and_selection_never_sees
 
 def test_test_accuracy_is_measured_on_the_best_epochs_weights(tmp_path: Path) -> None:
     """test_acc is the best epoch's model on the test set: reloading that epoch's weights gives it."""
-    from rksearch.data import DataConfig, load
-    from rksearch.train import TrialConfig, build_model, evaluate
+    from rksearch.training.data import DataConfig, load
+    from rksearch.training.loop import TrialConfig, build_model, evaluate
 
     config = _config(data={"dataset": "digits", "limit_train": 300}, optim={"epochs": 4, "lr": 0.3})
     checkpoints: dict[int, dict[str, torch.Tensor]] = {}

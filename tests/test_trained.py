@@ -19,16 +19,18 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from raycluster import ray_cluster  # noqa: F401  (the module fixture)
-from rksearch import checkpoint, results, trained
-from rksearch.data import Normalise
-from rksearch.data import load as load_data
+
+from rksearch import results
+from rksearch.analysis import trained
 from rksearch.models import build
-from rksearch.runtime import resolve
-from rksearch.space import Planner
-from rksearch.study import loads
-from rksearch.train import TrialConfig, evaluate
+from rksearch.search.planner import Planner
+from rksearch.search.study import loads
+from rksearch.training import checkpoint
+from rksearch.training.data import Normalise
+from rksearch.training.data import load as load_data
+from rksearch.training.loop import TrialConfig, evaluate
+from rksearch.training.runtime import resolve
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -58,7 +60,7 @@ seeds: [0]
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory, ray_cluster: None) -> dict:  # noqa: F811
-    from rksearch.engine import run_study
+    from rksearch.search.engine import run_study
 
     tmp = tmp_path_factory.mktemp("kept")
     spec, text = loads(STUDY)

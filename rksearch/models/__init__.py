@@ -5,11 +5,11 @@
     >>> model = build(spec)
 """
 
-from . import baselines as _baselines  # noqa: F401  (registers the baseline families)
-from .naming import is_rkcnn_name, parse
-from .registry import build, families, find_family, register_family
-from .rkcnn import RKCNN
-from .spec import ArchSpec, SpecError
+from rksearch.models import baselines as _baselines  # noqa: F401  (registers the baseline families)
+from rksearch.models.naming import is_rkcnn_name, parse
+from rksearch.models.registry import build, families, find_family, register_family
+from rksearch.models.rkcnn import RKCNN
+from rksearch.models.spec import ArchSpec, SpecError
 
 
 @register_family("RKCNN", is_rkcnn_name, "ERKNet-6x1 6x1 6x1")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import GrowthLayer, bn, recomputed
+from rksearch.models.layers import GrowthLayer, bn, recomputed
 
 
 def _sum_groups(grown: torch.Tensor, stages: int) -> torch.Tensor:

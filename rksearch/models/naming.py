@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
-from .spec import DEFAULT_NECK, ArchSpec, SpecError
+from rksearch.models.spec import DEFAULT_NECK, ArchSpec, SpecError
 
 ICLR_RE = re.compile(
     r"^(?P<family>ERKNet|IRKNet)-(?P<terms>\d+\s*[x×]\s*\d+(?:\s+\d+\s*[x×]\s*\d+)*)(?:-(?P<suffix>[AB]+))?$"

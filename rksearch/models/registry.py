@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from .spec import ArchSpec, SpecError
+from rksearch.models.spec import ArchSpec, SpecError
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def find_family(name: str) -> Family:
 
 def build(name_or_spec: str | ArchSpec, memory_efficient: bool = False, **knobs: Any) -> nn.Module:
     """Build a model from an RKCNN spec, an RKCNN name plus knobs, or a baseline's name."""
-    from .rkcnn import RKCNN
+    from rksearch.models.rkcnn import RKCNN
 
     if isinstance(name_or_spec, ArchSpec):
         if knobs:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import CliqueStep, ExplicitStep, UpdateStep
-from .layers import MultiscaleHead, Transition, init_weights, make_stem
-from .spec import ArchSpec
+from rksearch.models.blocks import CliqueStep, ExplicitStep, UpdateStep
+from rksearch.models.layers import MultiscaleHead, Transition, init_weights, make_stem
+from rksearch.models.spec import ArchSpec
 
 #: BN constants of the 2022 RKCNN code (PyTorch convention); the ICLR models use PyTorch's defaults
 RKCNN_BN = {"bn_eps": 1e-3, "bn_momentum": 0.01}

@@ -165,14 +165,14 @@ class ArchSpec:
 
     @property
     def name(self) -> str:
-        from .naming import format_name
+        from rksearch.models.naming import format_name
 
         return format_name(self)
 
     @property
     def canonical(self) -> str:
         """Name plus every knob: unique per spec, and `parse(spec.canonical) == spec`."""
-        from .naming import format_canonical
+        from rksearch.models.naming import format_canonical
 
         return format_canonical(self)
 

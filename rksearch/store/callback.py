@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy.engine import URL, make_url
 from ray import tune
+from sqlalchemy.engine import URL, make_url
 
-from rksearch import failures
 from rksearch.store.db import StoreError, error_line
 from rksearch.store.journal import Journal, JournalError
 from rksearch.store.writer import Store, TrialInfo, open_store
+from rksearch.training import failures
 
 log = logging.getLogger(__name__)
 

@@ -54,7 +54,7 @@ trials = sa.Table(
     sa.Column("status", sa.String(20), nullable=False),
     # the error text of a failed trial, or the reason a trial was skipped
     sa.Column("error", sa.Text),
-    # revision 0003: why a failed trial failed, one of rksearch.failures.CATEGORIES
+    # revision 0003: why a failed trial failed, one of rksearch.training.failures.CATEGORIES
     sa.Column("failure", sa.String(30)),
     # the selection metric (validation: a holdout of train, or the test set where a study says so)
     sa.Column("best_val_acc", sa.Float),

@@ -23,10 +23,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from rksearch import environment, failures
 from rksearch.store import db
 from rksearch.store.journal import Journal
 from rksearch.store.schema import epochs, studies, trials
+from rksearch.training import environment, failures
 
 log = logging.getLogger(__name__)
 

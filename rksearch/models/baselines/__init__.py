@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-from ..spec import SpecError
-from .cliquenet import CliqueNet, CliqueNetSpec
-from .densenet import DenseNetBC, DenseNetBCSpec, ImageNetDenseNetSpec
-from .resnet import PreActResNet, ResNetSpec
+from rksearch.models.baselines.cliquenet import CliqueNet, CliqueNetSpec
+from rksearch.models.baselines.densenet import DenseNetBC, DenseNetBCSpec, ImageNetDenseNetSpec
+from rksearch.models.baselines.resnet import PreActResNet, ResNetSpec
+from rksearch.models.spec import SpecError
 
 BaselineSpec = Union[DenseNetBCSpec, ImageNetDenseNetSpec, CliqueNetSpec, ResNetSpec]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..naming import DATASETS, _fmt, _parse_value, _split_knobs
-from ..spec import SpecError
+from rksearch.models.naming import DATASETS, _fmt, _parse_value, _split_knobs
+from rksearch.models.spec import SpecError
 
 
 def base_name(text: str) -> str:

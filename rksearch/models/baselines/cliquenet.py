@@ -32,11 +32,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..blocks import CliqueStep
-from ..layers import BNReLUConv, MultiscaleHead, Transition, init_weights, make_stem
-from ..registry import register_family
-from ..spec import SpecError
-from ._common import as_dropout, as_int, base_name, canonical, gather_knobs, num_classes
+from rksearch.models.baselines._common import as_dropout, as_int, base_name, canonical, gather_knobs, num_classes
+from rksearch.models.blocks import CliqueStep
+from rksearch.models.layers import BNReLUConv, MultiscaleHead, Transition, init_weights, make_stem
+from rksearch.models.registry import register_family
+from rksearch.models.spec import SpecError
 
 #: channels of the stem conv on CIFAR/SVHN (reference code: first_transit(..., channels=64))
 STEM_CHANNELS = 64

@@ -13,11 +13,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..blocks import ExplicitStep
-from ..layers import MultiscaleHead, Transition, init_weights, make_stem
-from ..registry import register_family
-from ..spec import SpecError
-from ._common import as_dropout, as_int, base_name, canonical, gather_knobs, num_classes
+from rksearch.models.baselines._common import as_dropout, as_int, base_name, canonical, gather_knobs, num_classes
+from rksearch.models.blocks import ExplicitStep
+from rksearch.models.layers import MultiscaleHead, Transition, init_weights, make_stem
+from rksearch.models.registry import register_family
+from rksearch.models.spec import SpecError
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ class ImageNetDenseNetSpec:
 
     def build(self, memory_efficient: bool = False) -> nn.Module:
         """torchvision's builder with weights=None: nothing is downloaded, its own initialisation."""
-        from .torchvision_densenet import densenet  # imports torchvision: only when built
+        from rksearch.models.baselines.torchvision_densenet import densenet  # imports torchvision: only when built
 
         return densenet(self.depth, self.num_classes, self.dropout, memory_efficient)
 

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import BNReLUConv, MultiscaleHead, bn, init_weights, make_stem
-from ..registry import register_family
-from ..spec import SpecError
-from ._common import as_int, base_name, canonical, gather_knobs, num_classes
+from rksearch.models.baselines._common import as_int, base_name, canonical, gather_knobs, num_classes
+from rksearch.models.layers import BNReLUConv, MultiscaleHead, bn, init_weights, make_stem
+from rksearch.models.registry import register_family
+from rksearch.models.spec import SpecError
 
 WIDTHS = (16, 32, 64)
 

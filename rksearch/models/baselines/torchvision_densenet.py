@@ -14,7 +14,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.densenet import _DenseLayer
 
-from ..layers import recomputed
+from rksearch.models.layers import recomputed
 
 
 class ExactDenseLayer(_DenseLayer):

@@ -1,4 +1,4 @@
-"""Why a trial failed, as a category (``trials.failure``: rksearch.failures).
+"""Why a trial failed, as a category (``trials.failure``: rksearch.training.failures).
 
 Nullable: a failed trial recorded at revision 0002 has only its error text, and a resumed study
 treats its unknown category as an infrastructure fault (it is tried again).

@@ -6,7 +6,7 @@ the batches an uninterrupted one would have seen.
 
 Validation selects, test reports: by default the validation split is a stratified holdout of
 the training set (`split_seed`, the same images for every trial of a study), and the official
-test set is read only once a trial has finished (`rksearch.train`).  A study reproducing the
+test set is read only once a trial has finished (`rksearch.training.loop`).  A study reproducing the
 paper's protocol sets ``validation: test`` and is then marked "selected on test" everywhere.
 
 Small data sets (all but ImageNet) are held in memory as one uint8 tensor on the trial's
@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .models.naming import DATASETS
+from rksearch.models.naming import DATASETS
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ Split = tuple[Tensor, Tensor]  # uint8 images (N, 3, H, W), int64 labels (N,)
 def _read_arrays(cfg: DataConfig) -> tuple[Split, Split]:
     """(train, official test) of an in-memory data set."""
     if cfg.dataset in ("cifar10", "cifar100", "svhn"):
-        from . import readers  # torchvision: imported only by trials that read these files
+        from rksearch.training import readers  # torchvision: imported only by trials that read these files
     if cfg.dataset in ("cifar10", "cifar100"):
         reader = readers.CIFAR10Files if cfg.dataset == "cifar10" else readers.CIFAR100Files
         folder = cfg.root / reader.base_folder
@@ -420,8 +420,8 @@ def _measure(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 def _load_folder(cfg: DataConfig, seed: int, device: torch.device) -> TrialData:
     """``{root}/imagenet/{train,val}/<class>/<image>`` through ImageFolder and DataLoader workers."""
-    from . import readers
-    from .runtime import trial_cpus
+    from rksearch.training import readers
+    from rksearch.training.runtime import trial_cpus
 
     folder = cfg.root / "imagenet"
     for split in ("train", "val"):

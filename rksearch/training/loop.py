@@ -30,12 +30,12 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
-from . import checkpoint as ckpt
-from . import failures
-from .data import BatchSource, DataConfig, TrialData
-from .data import load as load_data
-from .models import build
-from .runtime import Runtime, RuntimeConfig, activated, resolve, seed_everything
+from rksearch.models import build
+from rksearch.training import checkpoint as ckpt
+from rksearch.training import failures
+from rksearch.training.data import BatchSource, DataConfig, TrialData
+from rksearch.training.data import load as load_data
+from rksearch.training.runtime import Runtime, RuntimeConfig, activated, resolve, seed_everything
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """What a person watching a study sees: one live status line (the summary at the end is
-`rksearch.summary`, read from the database).
+`rksearch.analysis.report`, read from the database).
 
 Ray Tune's own tables are switched off (``verbose=0``) and Ray's logs go to a file; this view
 counts trials by state, shows the best so far and a rough ETA, and redraws in place on a

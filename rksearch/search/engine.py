@@ -5,7 +5,7 @@ architectures and trials already in the database are settled there and recorded 
 reused / done; what is left goes to Ray Tune.  Grid and random studies hand Tune the exact list
 of planned trials; Optuna studies go through `PlannedSearcher`, which prices each suggestion on
 the driver and never lets an over-budget or duplicate point reach a worker.  Workers run
-`rksearch.trainable.train_planned`, which re-derives the trial from its assignment and calls
+`rksearch.search.trainable.train_planned`, which re-derives the trial from its assignment and calls
 `train.run_trial`, reporting every epoch with its checkpoint; the driver's `StoreCallback` is
 the only writer.
 
@@ -40,15 +40,16 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from . import environment, failures, progress
-from .checkpoint import first_loadable
-from .space import Node, PlannedTrial, Planner
-from .store import Store, StoreCallback, StoreError, TrialInfo, open_store
-from .store.callback import storage_full
-from .store.db import error_line
-from .store.journal import Journal
-from .study import Choice, Continuous, IntRange, Study
-from .trainable import planned_trial, train_planned
+from rksearch.search import progress
+from rksearch.search.planner import Node, PlannedTrial, Planner
+from rksearch.search.study import Choice, Continuous, IntRange, Study
+from rksearch.search.trainable import planned_trial, train_planned
+from rksearch.store import Store, StoreCallback, StoreError, TrialInfo, open_store
+from rksearch.store.callback import storage_full
+from rksearch.store.db import error_line
+from rksearch.store.journal import Journal
+from rksearch.training import environment, failures
+from rksearch.training.checkpoint import first_loadable
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class Describe:
 def blind(result: dict) -> dict:
     """A trial's result without its test metrics: what the searcher and the scheduler may see.
 
-    Only the last report of a completed trial carries them (`rksearch.train`), and Tune would
+    Only the last report of a completed trial carries them (`rksearch.training.loop`), and Tune would
     hand it to both; selecting on them would make the test set a second validation set.
     """
     return {name: value for name, value in result.items() if not name.startswith("test_")}
@@ -274,7 +275,7 @@ def run_study(study: Study, study_text: str, *, storage_url: str, storage_path: 
         # priced against the largest node's memory: a trial that cannot fit anywhere is skipped
         planner = Planner(study, node=Node.largest_ray_node(ray.nodes()))
         if preflight:
-            from .preflight import raise_for_problems, run_preflight
+            from rksearch.search.preflight import raise_for_problems, run_preflight
 
             raise_for_problems(run_preflight(
                 resources_per_trial=_ray_resources(study),
@@ -508,7 +509,7 @@ def _optuna(study: Study, planner: Planner, record_skip: Callable[[PlannedTrial]
 
 def _known_results(storage_url: str, study: str, objectives: list[str]) -> dict[str, dict]:
     """Objective values of trials this study already trained (a resumed Optuna search)."""
-    from . import results
+    from rksearch import results
 
     done = results.load(storage_url, study=study)
     metric_column = {"best_val_acc": "best_val_acc", "val_acc": "final_val_acc"}

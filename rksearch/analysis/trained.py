@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .store.db import StoreError
+from rksearch.store.db import StoreError
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from .train import TrialConfig
+    from rksearch.training.loop import TrialConfig
 
 Which = Literal["best", "last"]
 Split = Literal["test", "val"]
@@ -95,8 +95,8 @@ def load(url: str, study: str, trial_id: int | str, which: Which = "best", *,
     """`load_model`, with the trial's config, row, epoch and checkpoint kept beside the model."""
     import torch
 
-    from . import checkpoint as ckpt
-    from . import results
+    from rksearch import results
+    from rksearch.training import checkpoint as ckpt
 
     if which not in ("best", "last"):
         raise ModelError(f"which must be 'best' or 'last', not {which!r}")
@@ -144,8 +144,8 @@ def evaluate(url: str, study: str, trial_id: int | str, split: Split = "test", w
     `data.root` when the data set lives elsewhere now.  Returns a JSON-ready dict: trial, split,
     which, epoch, accuracy, loss, samples, recorded (the stored accuracy, None if none).
     """
-    from .runtime import activated
-    from .train import evaluate as evaluate_model
+    from rksearch.training.loop import evaluate as evaluate_model
+    from rksearch.training.runtime import activated
 
     if split not in ("test", "val"):
         raise ModelError(f"split must be 'test' or 'val', not {split!r}")
@@ -166,7 +166,7 @@ def evaluate(url: str, study: str, trial_id: int | str, split: Split = "test", w
 
 def spec(trained: Trained, mean: tuple[float, ...], std: tuple[float, ...]) -> dict[str, Any]:
     """The JSON description written beside an exported model: how to rebuild it and feed it."""
-    from . import __version__
+    from rksearch import __version__
 
     cfg, row = trained.config, trained.trial
     size = cfg.data.size
@@ -236,9 +236,9 @@ def export(url: str, study: str, trial_id: int | str, fmt: str, output: Path, wh
 
 def normalisation(cfg: TrialConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The per-channel (mean, std), in [0, 1] pixel units, that the trial normalised with: the
-    fixed ones of CIFAR/SVHN/ImageNet, or those `rksearch.data` measured on its training split
+    fixed ones of CIFAR/SVHN/ImageNet, or those `rksearch.training.data` measured on its training split
     (digits, synthetic: in memory, read again here)."""
-    from . import data as data_mod
+    from rksearch.training import data as data_mod
 
     fixed = data_mod.NORMALISATION.get(cfg.data.dataset)
     if fixed is not None:
@@ -272,7 +272,7 @@ def _trial_row(frame: Any, study: str, trial_id: int | str) -> dict[str, Any]:
 def _config(row: dict[str, Any], study: str) -> TrialConfig:
     from pydantic import ValidationError
 
-    from .train import TrialConfig
+    from rksearch.training.loop import TrialConfig
 
     config = row.get("config")
     if not isinstance(config, dict) or not config:
@@ -325,8 +325,8 @@ def _split_root(path: Path) -> tuple[Path, Path]:
 def _stem_and_classes(cfg: TrialConfig, weights: dict[str, Any]) -> tuple[str, int]:
     """The stem and number of classes the trial's model had, from its config (what
     `train.build_model` took from the data set); ImageNet's class count from the weights."""
-    from .data import CLASSES, stem_for
-    from .models.naming import DATASETS
+    from rksearch.models.naming import DATASETS
+    from rksearch.training.data import CLASSES, stem_for
 
     d, knobs = cfg.data, cfg.model.knobs
     stem = knobs.get("stem", stem_for(d.size))
@@ -352,7 +352,7 @@ def _stem_and_classes(cfg: TrialConfig, weights: dict[str, Any]) -> tuple[str, i
 def _build(cfg: TrialConfig, stem: str, num_classes: int) -> nn.Module:
     from types import SimpleNamespace
 
-    from .train import build_model
+    from rksearch.training.loop import build_model
 
     # build_model reads only these two of the data set, so the data set itself is never read;
     # memory_efficient only changes what backward recomputes: off, for inference and export
@@ -365,7 +365,7 @@ def _runtime(trained: Trained, device: str, threads: int | None) -> Any:
     the thread count it ran with (summation order, so the last bits of every logit, follow it)."""
     import torch
 
-    from .runtime import resolve
+    from rksearch.training.runtime import resolve
 
     if device not in ("cpu", "cuda", "auto"):
         raise ModelError(f"device must be cpu, cuda or auto, not {device!r}")
@@ -395,8 +395,8 @@ def _with_data_root(cfg: TrialConfig, data_root: str | Path | None) -> TrialConf
 
 
 def _load_data(cfg: TrialConfig, device: Any) -> Any:
-    from .data import DataError
-    from .data import load as load_data
+    from rksearch.training.data import DataError
+    from rksearch.training.data import load as load_data
 
     try:
         return load_data(cfg.data, seed=cfg.seed, device=device)

@@ -32,7 +32,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from rksearch import analysis
 from rksearch.analysis import FAMILIES, confidence_label, families, ordered_groups
 from rksearch.analysis import level_text as label
-from rksearch.pareto import minimises, pareto
+from rksearch.analysis.pareto import minimises, pareto
 
 #: per-family colour and marker, fixed so a family looks the same in every figure
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#ff7f0e", "#17becf", "#7f7f7f", "#bcbd22")

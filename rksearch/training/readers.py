@@ -2,7 +2,7 @@
 
 A module of its own because importing torchvision costs about two seconds (it pulls in
 torch._dynamo), which every trial worker and every CLI start would otherwise pay even for
-data sets that never touch a file (digits, synthetic).  `rksearch.data` imports it lazily.
+data sets that never touch a file (digits, synthetic).  `rksearch.training.data` imports it lazily.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2 as T
 
 if TYPE_CHECKING:
-    from .data import Augment
+    from rksearch.training.data import Augment
 
 __all__ = ["CIFAR10Files", "CIFAR100Files", "SVHNFiles", "ImageFolder", "folder_transforms"]
 

@@ -1,6 +1,6 @@
 """The Ray Tune trainable: what a worker process runs for one trial.
 
-Kept apart from `rksearch.engine` on purpose: Ray imports the trainable's module in every
+Kept apart from `rksearch.search.engine` on purpose: Ray imports the trainable's module in every
 worker process, and the engine's driver-side imports (Optuna, SQLAlchemy and the store, the
 progress view) would add seconds to each worker's start for nothing a trial uses.
 """
@@ -16,11 +16,11 @@ from typing import Any
 import ray
 from ray import tune
 
-from .checkpoint import first_loadable
-from .environment import trial_environment
-from .space import PlannedTrial, Planner
-from .study import Study
-from .train import run_trial
+from rksearch.search.planner import PlannedTrial, Planner
+from rksearch.search.study import Study
+from rksearch.training.checkpoint import first_loadable
+from rksearch.training.environment import trial_environment
+from rksearch.training.loop import run_trial
 
 log = logging.getLogger(__name__)
 

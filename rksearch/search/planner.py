@@ -27,13 +27,12 @@ from typing import Any, Iterator
 
 import torch
 
-from . import cost as costs
-from .data import CLASSES, stem_for
-from .models import ArchSpec, SpecError, is_rkcnn_name, parse
-from .models import baselines
-from .runtime import planned as planned_runtime
-from .study import PER_PERIOD_FIELDS, TRAIN_FIELDS, Choice, Continuous, IntRange, Study
-from .train import TrialConfig
+from rksearch import cost as costs
+from rksearch.models import ArchSpec, SpecError, baselines, is_rkcnn_name, parse
+from rksearch.search.study import PER_PERIOD_FIELDS, TRAIN_FIELDS, Choice, Continuous, IntRange, Study
+from rksearch.training.data import CLASSES, stem_for
+from rksearch.training.loop import TrialConfig
+from rksearch.training.runtime import planned as planned_runtime
 
 #: what an unset architecture field means (rkcnn.md; the ICLR models' k=12 CIFAR default)
 ARCH_DEFAULTS = {"form": "explicit", "stages": 3, "steps": 1, "growth": 12, "groups": 1}
@@ -62,7 +61,7 @@ class PlannedTrial:
 
     def info(self) -> Any:
         """The store's record of this trial (imported lazily: workers never touch the store)."""
-        from .store import TrialInfo
+        from rksearch.store import TrialInfo
 
         c = self.cost
         return TrialInfo(trial_key=self.key, model_name=self.model_name, canonical=self.canonical,

@@ -24,12 +24,21 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from .data import DataConfig
-from .runtime import RuntimeConfig
-from .train import OptimConfig
+from rksearch.training.data import DataConfig
+from rksearch.training.loop import OptimConfig
+from rksearch.training.runtime import RuntimeConfig
 
 log = logging.getLogger(__name__)
 
