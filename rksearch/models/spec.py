@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
+from rksearch.errors import RksearchError
+
 Form = Literal["explicit", "clique", "update"]
 Solver = Literal["gauss-seidel", "jacobi"]
 Style = Literal["iclr", "rkcnn"]
@@ -26,7 +28,7 @@ STEMS: tuple[str, ...] = ("cifar", "imagenet")
 DEFAULT_NECK: dict[str, int] = {"explicit": 4, "clique": 1, "update": 4}
 
 
-class SpecError(ValueError):
+class SpecError(RksearchError, ValueError):
     """An impossible architecture: the message names the field and what is allowed."""
 
 

@@ -32,6 +32,8 @@ from typing import Any, Literal
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from rksearch.errors import RksearchError
+
 logger = logging.getLogger(__name__)
 
 GiB = 1024**3
@@ -57,7 +59,7 @@ class PreflightProblem:
         return f"[{self.check}] {self.message} Fix: {self.fix}"
 
 
-class PreflightError(RuntimeError):
+class PreflightError(RksearchError, RuntimeError):
     """Raised with every blocking problem at once, so one restart fixes them all."""
 
     def __init__(self, problems: Sequence[PreflightProblem]):

@@ -36,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from rksearch.errors import RksearchError
 from rksearch.training.data import DataConfig
 from rksearch.training.loop import OptimConfig
 from rksearch.training.runtime import RuntimeConfig
@@ -61,7 +62,7 @@ DEFAULT_CHECKPOINTS = "~/.cache/rksearch/runs"
 MAX_EXPANDED_VALUES = 100_000
 
 
-class StudyError(ValueError):
+class StudyError(RksearchError, ValueError):
     """A study file (or override) that cannot run; `problems` holds one line per problem."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -20,6 +20,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL, Connection, Engine
 
+from rksearch.errors import RksearchError
+
 log = logging.getLogger(__name__)
 
 #: the dialects whose upsert (`INSERT ... ON CONFLICT`) the writer uses
@@ -41,7 +43,7 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "rksearch_read_only"
 
 
-class StoreError(RuntimeError):
+class StoreError(RksearchError, RuntimeError):
     """The results database cannot be used; the message says why in one line."""
 
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from rksearch.training.status import TrialStatus
+
 #: JSON documents (search dimensions, configs, environments): JSONB on PostgreSQL so they
 #: can be queried and indexed there, plain JSON text elsewhere.
 JSONDoc = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
-#: trial statuses, in the order a trial can pass through them
-TRIAL_STATUSES = ("pending", "running", "completed", "pruned", "failed", "skipped")
+#: trial statuses, in the order a trial can pass through them (the column holds their values)
+TRIAL_STATUSES = tuple(TrialStatus)
 
 metadata = sa.MetaData()
 

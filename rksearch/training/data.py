@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from rksearch.errors import RksearchError
 from rksearch.models.naming import DATASETS
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ CROP_PAD = 4
 SYNTHETIC_ONLY = ("num_classes", "train_size", "val_size")
 
 
-class DataError(RuntimeError):
+class DataError(RksearchError, RuntimeError):
     """A data set cannot be read: missing or corrupt files, failed download, bad layout."""
 
 
