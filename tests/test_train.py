@@ -14,7 +14,8 @@ from pydantic import ValidationError
 from rksearch.models import build
 from rksearch.training import checkpoint
 from rksearch.training.data import DataError
-from rksearch.training.loop import TrialConfig, TrialResult, run_trial
+from rksearch.training.config import TrialConfig
+from rksearch.training.loop import TrialResult, run_trial
 from rksearch.training.runtime import RuntimeConfig, activated, resolve
 
 TINY = {"name": "ERKNet-1x1 1x1 1x1", "knobs": {"k": 4}}
@@ -100,7 +101,7 @@ def test_the_test_set_is_read_only_after_the_last_epoch_and_selection_never_sees
 def test_test_accuracy_is_measured_on_the_best_epochs_weights(tmp_path: Path) -> None:
     """test_acc is the best epoch's model on the test set: reloading that epoch's weights gives it."""
     from rksearch.training.data import DataConfig, load
-    from rksearch.training.loop import TrialConfig, build_model, evaluate
+    from rksearch.training.loop import build_model, evaluate
 
     config = _config(data={"dataset": "digits", "limit_train": 300}, optim={"epochs": 4, "lr": 0.3})
     checkpoints: dict[int, dict[str, torch.Tensor]] = {}

@@ -29,7 +29,8 @@ from rksearch.search.study import loads
 from rksearch.training import checkpoint
 from rksearch.training.data import Normalise
 from rksearch.training.data import load as load_data
-from rksearch.training.loop import TrialConfig, evaluate
+from rksearch.training.config import TrialConfig
+from rksearch.training.loop import evaluate
 from rksearch.training.runtime import resolve
 
 pytestmark = pytest.mark.timeout(300)

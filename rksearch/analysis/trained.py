@@ -35,7 +35,7 @@ from rksearch.store.db import StoreError
 if TYPE_CHECKING:
     from torch import nn
 
-    from rksearch.training.loop import TrialConfig
+    from rksearch.training.config import TrialConfig
 
 Which = Literal["best", "last"]
 Split = Literal["test", "val"]
@@ -272,7 +272,7 @@ def _trial_row(frame: Any, study: str, trial_id: int | str) -> dict[str, Any]:
 def _config(row: dict[str, Any], study: str) -> TrialConfig:
     from pydantic import ValidationError
 
-    from rksearch.training.loop import TrialConfig
+    from rksearch.training.config import TrialConfig
 
     config = row.get("config")
     if not isinstance(config, dict) or not config:

@@ -38,7 +38,7 @@ from pydantic import (
 
 from rksearch.errors import RksearchError
 from rksearch.training.data import DataConfig
-from rksearch.training.loop import OptimConfig
+from rksearch.training.config import OptimConfig
 from rksearch.training.runtime import RuntimeConfig
 
 log = logging.getLogger(__name__)
