@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from rksearch.search.planner import Planner
-from rksearch.search.study import loads
+from rksearch.search.loader import loads
 
 STUDY = """
 name: bench-engine

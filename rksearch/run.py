@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Sequence
 
-from rksearch.search.study import StudyError, load
+from rksearch.search.loader import StudyError, load
 from rksearch.store import StoreError
 from rksearch.training.failures import last_line
 

@@ -25,7 +25,7 @@ import torch
 from ray import tune
 
 from rksearch.search import trainable
-from rksearch.search.study import loads
+from rksearch.search.loader import loads
 from rksearch.store.schema import epochs, studies, trials
 from rksearch.training import checkpoint
 

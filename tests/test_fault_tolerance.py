@@ -30,7 +30,7 @@ from ray.cluster_utils import Cluster
 
 from rksearch import results
 from rksearch.search.engine import run_study
-from rksearch.search.study import loads
+from rksearch.search.loader import loads
 from rksearch.store.schema import epochs as epochs_table
 from rksearch.store.schema import trials
 

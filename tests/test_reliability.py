@@ -29,7 +29,7 @@ from rksearch import results
 from rksearch.search.engine import run_study
 from rksearch.search.planner import Planner
 from rksearch.search.progress import ProgressView
-from rksearch.search.study import loads
+from rksearch.search.loader import loads
 from rksearch.store import StoreError, open_store
 from rksearch.store.journal import JOURNAL_NAME
 

@@ -10,7 +10,7 @@ import pytest
 
 from rksearch.run import main
 from rksearch.search.planner import Planner
-from rksearch.search.study import load
+from rksearch.search.loader import load
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 #: trials each study plans (dry run): independent of the code, counted from the study files

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from rksearch import run
 from rksearch.search.planner import Planner
-from rksearch.search.study import MAX_EXPANDED_VALUES, StudyError, loads
+from rksearch.search.loader import MAX_EXPANDED_VALUES, StudyError, loads
 
 #: a small valid study; the line numbers below are counted in this text
 TINY = """\

@@ -25,7 +25,7 @@ from rksearch import results
 from rksearch.analysis import trained
 from rksearch.models import build
 from rksearch.search.planner import Planner
-from rksearch.search.study import loads
+from rksearch.search.loader import loads
 from rksearch.training import checkpoint
 from rksearch.training.data import Normalise
 from rksearch.training.data import load as load_data

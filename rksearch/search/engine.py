@@ -42,7 +42,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from rksearch.search import progress
 from rksearch.search.planner import Node, PlannedTrial, Planner
-from rksearch.search.study import Choice, Continuous, IntRange, Study
+from rksearch.search.schema import Choice, Continuous, IntRange, Study
 from rksearch.search.trainable import planned_trial, train_planned
 from rksearch.store import Store, StoreCallback, StoreError, TrialInfo, open_store
 from rksearch.store.callback import storage_full

@@ -29,7 +29,7 @@ import torch
 
 from rksearch import cost as costs
 from rksearch.models import ArchSpec, SpecError, baselines, is_rkcnn_name, parse
-from rksearch.search.study import PER_PERIOD_FIELDS, TRAIN_FIELDS, Choice, Continuous, IntRange, Study
+from rksearch.search.schema import PER_PERIOD_FIELDS, TRAIN_FIELDS, Choice, Continuous, IntRange, Study
 from rksearch.training.data import CLASSES, stem_for
 from rksearch.training.config import TrialConfig
 from rksearch.training.runtime import planned as planned_runtime

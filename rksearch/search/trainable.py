@@ -17,7 +17,7 @@ import ray
 from ray import tune
 
 from rksearch.search.planner import PlannedTrial, Planner
-from rksearch.search.study import Study
+from rksearch.search.schema import Study
 from rksearch.training.checkpoint import first_loadable
 from rksearch.training.environment import trial_environment
 from rksearch.training.loop import run_trial
