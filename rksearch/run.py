@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = run_study(study, text, storage_url=url, storage_path=args.storage_path,
                         address=args.address or os.environ.get("RAY_ADDRESS"), resume=args.resume,
                         retry_failed=args.retry_failed, preflight=not args.no_preflight)
-        from rksearch.store.db import redact
+        from rksearch.store.urls import redact
 
         print()
         try:

@@ -25,6 +25,7 @@ from rksearch.store import Store, StoreCallback, StoreError, db, open_store
 from rksearch.store import callback as callback_module
 from rksearch.store.journal import Journal
 from rksearch.store.schema import metadata
+from rksearch.store.urls import redact
 
 N_WORKERS = 8
 N_EPOCHS = 4
@@ -139,7 +140,7 @@ def test_unusable_url_is_one_clear_line_without_password(url: str, says: str) ->
 
 
 def test_display_url_masks_password() -> None:
-    assert db.redact("postgresql+psycopg://ada:Secr3tPw@db/rk") == "postgresql+psycopg://ada:***@db/rk"
+    assert redact("postgresql+psycopg://ada:Secr3tPw@db/rk") == "postgresql+psycopg://ada:***@db/rk"
 
 
 # --------------------------------------------------------------------------- writes

@@ -30,8 +30,8 @@ import torch
 from rksearch import cost as costs
 from rksearch.models import ArchSpec, SpecError, baselines, is_rkcnn_name, parse
 from rksearch.search.schema import PER_PERIOD_FIELDS, TRAIN_FIELDS, Choice, Continuous, IntRange, Study
-from rksearch.training.data import CLASSES, stem_for
 from rksearch.training.config import TrialConfig
+from rksearch.training.data import CLASSES, stem_for
 from rksearch.training.runtime import planned as planned_runtime
 
 #: what an unset architecture field means (rkcnn.md; the ICLR models' k=12 CIFAR default)

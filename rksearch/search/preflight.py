@@ -33,6 +33,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from rksearch.errors import RksearchError
+from rksearch.store.urls import redact, scrub
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ def check_database(
 
     Messages show the URL with its password masked and never the password itself.
     """
-    shown, password = _mask_url(url)
+    shown = redact(url)
     outcome: dict[str, Any] = {}
 
     def attempt() -> None:
@@ -274,9 +275,7 @@ def check_database(
         ]
     if "error" in outcome:
         error = outcome["error"]
-        detail = f"{type(error).__name__}: {error}".splitlines()[0]
-        if password:
-            detail = detail.replace(password, "***")
+        detail = scrub(f"{type(error).__name__}: {error}".splitlines()[0], url)
         return [
             PreflightProblem(
                 "database",
@@ -438,15 +437,3 @@ def _fmt_bytes(n: int) -> str:
     if n >= GiB:
         return f"{n / GiB:.1f} GiB"
     return f"{n / 1024**2:.0f} MiB"
-
-
-def _mask_url(url: str) -> tuple[str, str | None]:
-    """(URL safe to show, password to scrub from error text)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return "<unparseable storage URL>", None
-    return parsed.render_as_string(hide_password=True), parsed.password

@@ -25,10 +25,11 @@ from typing import Any
 
 import sqlalchemy.exc
 from ray import tune
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 
 from rksearch.store.db import StoreError, error_line
 from rksearch.store.journal import Journal, JournalError
+from rksearch.store.urls import redact
 from rksearch.store.writer import Store, TrialInfo, open_store
 from rksearch.training import failures
 
@@ -54,7 +55,7 @@ class StoreCallback(tune.Callback):
     def __init__(self, store: Store, study_id: int, describe: Callable[[dict], TrialInfo],
                  journal: Journal | None = None, pruned: Callable[[str], bool] | None = None) -> None:
         self.store: Store | None = store
-        self._url = _without_password(store.engine.url)
+        self._url = redact(store.engine.url, connectable=True)
         self.study_id = study_id
         self.describe = describe
         self.journal = journal
@@ -196,12 +197,6 @@ class StoreCallback(tune.Callback):
         """A full disk fails every trial the same way: stop the study (resumable) at the first."""
         if failures.classify(error_text) == failures.STORAGE_FULL:
             self.stop(storage_full(error_text))
-
-
-def _without_password(url: URL) -> str:
-    """`url` with no password at all (`URL.set(password=None)` would keep the old one)."""
-    bare = URL.create(url.drivername, url.username, None, url.host, url.port, url.database, url.query)
-    return bare.render_as_string(hide_password=False)
 
 
 def _error_text(trial: Any) -> str:

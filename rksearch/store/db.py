@@ -21,6 +21,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL, Connection, Engine
 
 from rksearch.errors import RksearchError
+from rksearch.store.urls import redact, scrub
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +48,10 @@ class StoreError(RksearchError, RuntimeError):
     """The results database cannot be used; the message says why in one line."""
 
 
-def redact(url: str | URL) -> str:
-    """`url` with its password masked, safe for logs, error messages and the study row."""
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not even parseable: say nothing about it that could hold a secret
-        return "<unparseable database URL>"
-
-
-def _scrub(text: str, url: URL) -> str:
-    """One line of a driver's error message, with the password removed should it echo it."""
+def _first_line(text: str) -> str:
+    """The first non-blank line of a driver's message (the rest is SQL and tracebacks)."""
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
-    line = lines[0] if lines else type(text).__name__
-    if url.password:
-        line = line.replace(str(url.password), "***")
-    return line
+    return lines[0] if lines else type(text).__name__
 
 
 def _parse(url: str) -> URL:
@@ -130,7 +120,7 @@ def create_engine(url: str, *, create: bool = True) -> Engine:
     try:
         engine = sa.create_engine(parsed, connect_args=connect_args)
     except Exception as exc:  # a missing driver (e.g. psycopg not installed), bad options
-        raise StoreError(f"cannot use {redact(parsed)}: {_scrub(str(exc), parsed)}") from None
+        raise StoreError(f"cannot use {redact(parsed)}: {scrub(_first_line(str(exc)), parsed)}") from None
     if parsed.get_backend_name() == "sqlite":
         _configure_sqlite(engine)
     return engine
@@ -213,7 +203,7 @@ def connect(url: str, *, create: bool = True) -> Engine:
 
 def error_line(exc: BaseException, url: URL) -> str:
     """A database error in one line: the driver's own message, with `url`'s password scrubbed."""
-    return _scrub(_driver_message(exc), url)
+    return scrub(_first_line(_driver_message(exc)), url)
 
 
 def _driver_message(exc: BaseException) -> str:

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from rksearch.store import db
 from rksearch.store.journal import Journal
 from rksearch.store.schema import epochs, studies, trials
+from rksearch.store.urls import redact
 from rksearch.training import environment, failures
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class Store:
     @property
     def display_url(self) -> str:
         """The database URL with the password masked, for logs and summaries."""
-        return db.redact(self.engine.url)
+        return redact(self.engine.url)
 
     def close(self) -> None:
         self.engine.dispose()
