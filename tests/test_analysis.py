@@ -569,3 +569,26 @@ def test_a_csv_table_says_how_its_models_were_selected() -> None:
     text = table_csv(paper_table(paper))
     header, first = text.splitlines()[:2]
     assert header.endswith(",selection") and first.endswith("selected on test (the paper's protocol)")
+
+
+def test_every_public_name_resolves_after_its_submodules_are_imported() -> None:
+    """A submodule named like a public name would hide it once imported (rksearch.analysis.ablation
+    the module instead of the function): no public name may resolve to a module."""
+    import importlib
+    import pkgutil
+    import types
+
+    from rksearch import analysis
+
+    for module in pkgutil.iter_modules(analysis.__path__):
+        importlib.import_module(f"rksearch.analysis.{module.name}")
+    assert not [name for name in analysis.__all__ if isinstance(getattr(analysis, name), types.ModuleType)]
+    assert callable(analysis.ablation) and callable(analysis.paper_table) and callable(analysis.mean_ci)
+
+
+@pytest.mark.parametrize("value, expected", [(None, True), (math.nan, True), (np.float64("nan"), True),
+                                             (pd.NA, True), (0.0, False), ("<NA>", False), ((2, 2), False)])
+def test_one_definition_of_a_missing_cell(value: object, expected: bool) -> None:
+    from rksearch.analysis.values import missing
+
+    assert missing(value) is expected

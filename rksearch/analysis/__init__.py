@@ -1,4 +1,13 @@
-"""Analysis of recorded studies: frames, statistics over seeds, tables, Pareto fronts, plots.
+"""Analysis of recorded studies: frames, statistics over seeds, tables, ablations, Pareto fronts, plots.
+
+One job per submodule:
+
+- `values`: what counts as a missing cell, and integer codes to group list-valued dimensions;
+- `frames`: families, completed trials, search dimensions, `replicates` over seeds, selection;
+- `stats`: `mean_ci`, `paired`, `holm`: intervals and tests that invent nothing from one seed;
+- `tables`: the paper's Table 1 (`paper_table`) as Markdown, LaTeX or CSV;
+- `ablations`: per factor and level, the seed-paired difference from the base, Holm-adjusted;
+- `pareto`, `plots`, `report` (the end-of-study summary), `trained` (a trial's model, reloaded).
 
 The public names (``rksearch.analysis.mean_ci``, ``.ablation``, ``.paper_table``, ...) resolve
 lazily, so importing one submodule (``rksearch.analysis.pareto`` from `rksearch.results`) does
@@ -10,15 +19,23 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+#: the submodule that defines each public name (no submodule is named like a public name: once
+#: imported, it would hide the name behind it)
+_MODULES: dict[str, tuple[str, ...]] = {
+    "frames": (
+        "FAMILIES", "family", "families", "completed", "dimension_columns", "ordered_groups", "level_text",
+        "require_metric", "replicates", "per_configuration", "selection_text", "selection", "selection_splits",
+        "selection_note", "SELECTED_ON_TEST", "SELECTED_ON_HOLDOUT",
+    ),
+    "stats": ("BOOTSTRAP_MIN_N", "RESAMPLING_SEED", "EXACT_SIGN_FLIP_MAX_N", "mean_ci", "bootstrap_ci", "Paired",
+              "paired", "holm"),
+    "tables": ("TABLE_FIELDS", "paper_table", "model_labels", "amount_text", "pm_cell", "table_caption",
+               "table_markdown", "table_latex", "table_csv"),
+    "ablations": ("ablation", "ablation_markdown", "confidence_label"),
+}  # fmt: skip
+
 #: public name -> the submodule that defines it
-_PUBLIC: dict[str, str] = {name: "frames" for name in (
-    "FAMILIES", "family", "families", "completed", "dimension_columns", "ordered_groups", "level_text",
-    "BOOTSTRAP_MIN_N", "require_metric", "replicates", "paper_table", "selection_text", "selection",
-    "selection_splits", "selection_note", "pm_cell", "per_configuration", "SELECTED_ON_TEST",
-    "SELECTED_ON_HOLDOUT", "table_caption", "table_markdown", "table_latex", "table_csv", "mean_ci",
-    "bootstrap_ci", "Paired", "paired", "holm", "ablation", "ablation_markdown", "model_labels",
-    "amount_text", "confidence_label", "TABLE_FIELDS", "RESAMPLING_SEED", "EXACT_SIGN_FLIP_MAX_N",
-)}
+_PUBLIC: dict[str, str] = {name: module for module, names in _MODULES.items() for name in names}
 
 
 def __getattr__(name: str) -> Any:

@@ -221,36 +221,52 @@ def figure4(
     every = list(dict.fromkeys([*groups, *ref_groups]))
     fig = Figure(figsize=(11, 4.6), layout="constrained")
     panels = fig.subplots(1, 2, sharey=True)
-    y_unit = axis(error)[1]
-    py = f"plotted_{error}"  # named after `error` so `pareto` reads its direction from it
     with_bars = False
     for ax, x in zip(panels, ("params", "flops")):
-        x_label, x_unit = axis(x)
-        points = _plotted(rows, x, x_unit, error, y_unit)
-        for group in groups:
-            colour, marker = style(group, every)
-            part = points[points["group"] == group].sort_values("px", kind="mergesort")
-            ax.plot(part["px"], part[py], color=colour, marker=marker, lw=1.4, ms=6,
-                    label=label(group), gid=f"series:{label(group)}")  # fmt: skip
-            _error_bars(ax, part, "px", py, colour, label(group))
-            with_bars |= bool((part["n"] > 1).any())
-            dominated = part.drop(pareto(part, x="px", y=py).index)
-            ax.plot(dominated["px"], dominated[py], ls="none", marker=marker, ms=6, mfc="white",
-                    mec=colour, gid=f"dominated:{label(group)}")  # fmt: skip
-            if names:
-                for _, point in part.iterrows():
-                    ax.annotate(str(point["model_name"]), (point["px"], point[py]), xytext=(4, 3),
-                                textcoords="offset points", fontsize=7, color=colour)  # fmt: skip
-        front = pareto(points, x="px", y=py)
-        ax.plot(front["px"], front[py], ls="--", color="0.25", lw=1.0, drawstyle="steps-post",
-                label="Pareto front", gid="pareto", zorder=1)  # fmt: skip
+        with_bars |= _figure4_panel(ax, _plotted(rows, x, axis(x)[1], error, axis(error)[1]), x, error, groups, every,
+                                    names)
         if reference is not None:
             _draw_reference(ax, reference, x, every, names)
         _scale(ax, "x", True if log is None else log)
-        ax.set_xlabel(x_label)
+        ax.set_xlabel(axis(x)[0])
         ax.grid(True, which="major", alpha=0.3)
     panels[0].set_ylabel(axis(error)[0])
     panels[1].tick_params(labelleft=True)
+    _figure4_legend(panels, with_bars, level)
+    heading = _titled(title, analysis.selection_note(df))
+    if heading:
+        fig.suptitle(heading)
+    return fig
+
+
+def _figure4_panel(ax: Axes, points: pd.DataFrame, x: str, error: str, groups: list[Hashable],
+                   every: list[Hashable], names: bool) -> bool:
+    """One panel of Figure 4 (`points` from `_plotted`): a series per group, its dominated points
+    hollow, and the study's front as a staircase.  True when some point has an error bar."""
+    py = f"plotted_{error}"  # named after `error` so `pareto` reads its direction from it
+    with_bars = False
+    for group in groups:
+        colour, marker = style(group, every)
+        part = points[points["group"] == group].sort_values("px", kind="mergesort")
+        ax.plot(part["px"], part[py], color=colour, marker=marker, lw=1.4, ms=6,
+                label=label(group), gid=f"series:{label(group)}")  # fmt: skip
+        _error_bars(ax, part, "px", py, colour, label(group))
+        with_bars |= bool((part["n"] > 1).any())
+        dominated = part.drop(pareto(part, x="px", y=py).index)
+        ax.plot(dominated["px"], dominated[py], ls="none", marker=marker, ms=6, mfc="white",
+                mec=colour, gid=f"dominated:{label(group)}")  # fmt: skip
+        if names:
+            for _, point in part.iterrows():
+                ax.annotate(str(point["model_name"]), (point["px"], point[py]), xytext=(4, 3),
+                            textcoords="offset points", fontsize=7, color=colour)  # fmt: skip
+    front = pareto(points, x="px", y=py)
+    ax.plot(front["px"], front[py], ls="--", color="0.25", lw=1.0, drawstyle="steps-post",
+            label="Pareto front", gid="pareto", zorder=1)  # fmt: skip
+    return with_bars
+
+
+def _figure4_legend(panels: Sequence[Axes], with_bars: bool, level: float) -> None:
+    """The left panel's series, the hollow marker's meaning and (where drawn) the CI bar's, on the right."""
     handles, labels = panels[0].get_legend_handles_labels()
     handles.append(Line2D([], [], ls="none", marker="o", mfc="white", mec="0.25"))
     labels.append("dominated within its series")
@@ -259,10 +275,6 @@ def figure4(
         handles.append(handle)
         labels.append(text)
     panels[1].legend(handles, labels, fontsize=8, loc="best")
-    heading = _titled(title, analysis.selection_note(df))
-    if heading:
-        fig.suptitle(heading)
-    return fig
 
 
 def _draw_reference(ax: Axes, ref: pd.DataFrame, x: str, every: list[Hashable], names: bool) -> None:

@@ -12,6 +12,7 @@ so it imports neither Ray nor matplotlib.
 from __future__ import annotations
 
 from rksearch import analysis, results
+from rksearch.training.status import TrialStatus
 
 
 def study_summary(url: str, study: str, top: int = 5, level: float = 0.95, display_url: str | None = None) -> str:
@@ -26,7 +27,7 @@ def study_summary(url: str, study: str, top: int = 5, level: float = 0.95, displ
     """
     every = results.load(url, study=study, status=None)
     counts = every["status"].value_counts().to_dict() if len(every) else {}
-    shown = ["completed", "pruned", "failed", "skipped"]
+    shown = [TrialStatus.COMPLETED, TrialStatus.PRUNED, TrialStatus.FAILED, TrialStatus.SKIPPED]
     shown += sorted(s for s in counts if s not in shown)
     header = f"study {study}: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
     protocol = analysis.selection(every)
@@ -37,7 +38,7 @@ def study_summary(url: str, study: str, top: int = 5, level: float = 0.95, displ
     elif protocol is not None:
         header += "; " + (analysis.SELECTED_ON_TEST if protocol == "test" else analysis.SELECTED_ON_HOLDOUT)
     lines = [header]
-    done = every[every["status"] == "completed"]
+    done = analysis.completed(every)
     if done["best_val_acc"].notna().sum() == 0:
         lines.append("no completed trial with a validation accuracy yet")
         return "\n".join(lines + _next_steps(study, display_url))

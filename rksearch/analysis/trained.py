@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from rksearch.analysis.values import missing
 from rksearch.store.db import StoreError
+from rksearch.training.status import TrialStatus
 
 if TYPE_CHECKING:
     from torch import nn
@@ -117,7 +119,7 @@ def load(url: str, study: str, trial_id: int | str, which: Which = "best", *,
         expected = row["best_epoch"]
     else:
         epoch, weights, expected = state["epoch"], state["model"], row["epochs"]
-    if not _missing(expected) and int(expected) != int(epoch):
+    if not missing(expected) and int(expected) != int(epoch):
         raise ModelError(f"{name}: the checkpoint in {directory} holds epoch {epoch}, but the trial's "
                          f"{which} epoch is {int(expected)}: it is not this trial's {which} checkpoint")
     stem, num_classes = _stem_and_classes(cfg, weights)
@@ -261,7 +263,7 @@ def _trial_row(frame: Any, study: str, trial_id: int | str) -> dict[str, Any]:
         known = f"its trials are {ids[0]}..{ids[-1]}" if ids else "it has no trials"
         raise ModelError(f"study {study!r} has no trial {text} ({known}; see python -m rksearch.results show {study})")
     row = match.iloc[0].to_dict()
-    if row["status"] != "completed":
+    if row["status"] != TrialStatus.COMPLETED:
         error = row.get("error")
         why = f": {error.strip().splitlines()[-1][:120]}" if isinstance(error, str) and error.strip() else ""
         raise ModelError(f"trial {row['trial_id']} of study {study!r} is {row['status']}{why}; "
@@ -407,22 +409,18 @@ def _load_data(cfg: TrialConfig, device: Any) -> Any:
 def _need_onnx() -> None:
     import importlib.util
 
-    missing = [m for m in ONNX_MODULES if importlib.util.find_spec(m) is None]
-    if missing:
+    absent = [m for m in ONNX_MODULES if importlib.util.find_spec(m) is None]
+    if absent:
         raise ModelError(f"ONNX export needs the onnx extra: pip install 'rksearch[onnx]' "
-                         f"(missing: {', '.join(missing)})")
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value) == "<NA>"
+                         f"(missing: {', '.join(absent)})")
 
 
 def _float(value: Any) -> float:
-    return math.nan if _missing(value) else float(value)
+    return math.nan if missing(value) else float(value)
 
 
 def _int(value: Any) -> int | None:
-    return None if _missing(value) else int(value)
+    return None if missing(value) else int(value)
 
 
 def _json_float(value: Any) -> float | None:
