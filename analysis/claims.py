@@ -1,6 +1,6 @@
 """The paper's two claims, tested on one study's test errors (seeds are the replicates).
 
-    python analysis/claims.py --storage sqlite:///rksearch.db --study digits_trends [--level 0.95] [--detail]
+    python analysis/claims.py --study digits_trends [--level 0.95] [--detail] [--storage URL]
 
 prints one line per claim,
 
@@ -66,9 +66,9 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from rksearch import analysis, results
+from rksearch import analysis, cli, results
 from rksearch.analysis.pareto import pareto
-from rksearch.store.db import StoreError
+from rksearch.errors import RksearchError
 
 #: how many target errors claim 2 averages the log cost ratio over (evenly spaced, ends included)
 TARGETS = 101
@@ -83,7 +83,7 @@ CLAIM2 = "implicit reaches an error with fewer params and FLOPs; implicit/explic
 LABELS = {"explicit": "explicit form", "implicit": "implicit form", "params": "params", "flops": "FLOPs"}
 
 
-class ClaimError(ValueError):
+class ClaimError(RksearchError, ValueError):
     """The study cannot test a claim (one line, said as `error:`)."""
 
 
@@ -167,8 +167,7 @@ def prepared(df: pd.DataFrame) -> pd.DataFrame:
     for column in ("test_error", "seed", "params", "flops", "model_name"):
         if column not in df.columns:
             raise ClaimError(f"the study's rows have no '{column}' column")
-    if "status" in df.columns:
-        df = df[df["status"] == "completed"]
+    df = analysis.completed(df)
     df = df[df["test_error"].notna()]
     if df.empty:
         raise ClaimError("no completed trial has a test error (trials recorded before rksearch kept a test "
@@ -307,22 +306,17 @@ def claims(df: pd.DataFrame, level: float = 0.95, targets: int = TARGETS) -> lis
     return [first, second]
 
 
+@cli.exits_on_error()
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Test the paper's two claims on a study's test errors.")
-    parser.add_argument("--storage", default=results.DEFAULT_URL, help="database URL")
+    cli.add_storage(parser)
     parser.add_argument("--study", required=True)
     parser.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
     parser.add_argument("--detail", action="store_true", help="also print each sub-test, with its Holm-adjusted p")
     args = parser.parse_args(argv)
     if not 0 < args.level < 1:
-        print(f"error: --level {args.level}: a confidence level is between 0 and 1, e.g. 0.95", file=sys.stderr)
-        return 2
-    try:
-        found = claims(results.load(args.storage, args.study), args.level)
-    except (StoreError, ClaimError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for claim in found:
+        return cli.fail(f"--level {args.level}: a confidence level is between 0 and 1, e.g. 0.95")
+    for claim in claims(results.load(args.storage, args.study), args.level):
         print(claim.line())
         if args.detail:
             print("\n".join(claim.detail()))

@@ -1,7 +1,8 @@
 """Regenerate a Table-1-style table (model, GFLOPs, params, error per family) from a study.
 
-    python analysis/table1.py --storage sqlite:///rksearch.db --study quickstart \
-        -o docs/img/quickstart_table1.md        # or .tex (booktabs) or .csv; no -o: Markdown to stdout
+    python analysis/table1.py --study quickstart -o docs/img/quickstart_table1.md [--storage URL]
+
+`-o` may also end in .tex (booktabs) or .csv; without it the Markdown goes to stdout.
 
 Groups sit side by side as in the paper (ERKNets left, IRKNets right); `--by form` groups by
 another column.  Each error cell reads "mean ± half-width (n)": the mean over the n replicate
@@ -18,15 +19,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from rksearch import analysis, results
-from rksearch.store.db import StoreError
+from rksearch import analysis, cli, results
 
 WRITERS = {".md": analysis.table_markdown, ".tex": analysis.table_latex, ".csv": analysis.table_csv}
 
 
+@cli.exits_on_error(*cli.INPUT_ERRORS)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Table-1-style table of a study.")
-    parser.add_argument("--storage", default=results.DEFAULT_URL)
+    cli.add_storage(parser)
     parser.add_argument("--study", required=True)
     parser.add_argument("--by", default="family", help="column whose groups sit side by side (default family)")
     parser.add_argument("--metric", default="test_error",
@@ -35,23 +36,19 @@ def main(argv: list[str] | None = None) -> int:
                              "best-epoch / last-epoch validation error")  # fmt: skip
     parser.add_argument("-o", "--output", type=Path, help="output file: .md, .tex or .csv")
     args = parser.parse_args(argv)
-    try:
-        suffix = ".md" if args.output is None else args.output.suffix.lower()
-        if suffix not in WRITERS:
-            raise ValueError(f"cannot write {args.output}: the output must end in one of {', '.join(WRITERS)}")
-        frame = results.load(args.storage, args.study)
-        if frame.empty:
-            raise ValueError(f"study {args.study!r} has no completed trials yet")
-        text = WRITERS[suffix](analysis.paper_table(frame, by=args.by, metric=args.metric))
-        if args.output is None:
-            sys.stdout.write(text)
-        else:
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            args.output.write_text(text)
-            print(f"wrote {args.output}")
-    except (StoreError, ValueError, KeyError, OSError) as exc:
-        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-        return 2
+    suffix = ".md" if args.output is None else args.output.suffix.lower()
+    if suffix not in WRITERS:
+        raise ValueError(f"cannot write {args.output}: the output must end in one of {', '.join(WRITERS)}")
+    frame = results.load(args.storage, args.study)
+    if frame.empty:
+        raise ValueError(f"study {args.study!r} has no completed trials yet")
+    text = WRITERS[suffix](analysis.paper_table(frame, by=args.by, metric=args.metric))
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+        print(f"wrote {args.output}")
     return 0
 
 

@@ -1,9 +1,10 @@
-"""`python -m rksearch.plot figure4|curves|pareto|ablation --storage URL --study NAME -o out.png`
+"""``rksearch plot figure4|curves|pareto|ablation --study NAME -o out.png [--storage URL]``
 
 Draws a study's results straight from the database: a thin layer over `rksearch.results`
-(read), `rksearch.analysis` (statistics) and `rksearch.analysis.plots` (drawing), importing neither Ray
-nor a GUI backend, so it runs on a laptop with only the database file.  Any problem with the
-inputs is one line on stderr and exit status 2.
+(read), `rksearch.analysis` (statistics) and `rksearch.analysis.plots` (drawing), importing
+neither Ray nor a GUI backend, so it runs on a laptop with only the database file.  Any problem
+with the inputs is one line on stderr and exit status 2.  ``python -m rksearch.plot`` is the
+same command.
 """
 
 from __future__ import annotations
@@ -12,33 +13,55 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
 from matplotlib.figure import Figure
 
-from rksearch import analysis, results
+from rksearch import analysis, cli, results
 from rksearch.analysis import plots
-from rksearch.store.db import StoreError
 
 #: output formats matplotlib writes without extra software
 FORMATS = (".png", ".pdf", ".svg")
 
+#: what each kind of plot draws
+KINDS = {
+    "figure4": "the paper's Figure 4, error vs params and vs FLOPs with Pareto fronts",
+    "curves": "validation error per epoch, one line per trial",
+    "pareto": "every trial's metric against a cost, with the front",
+    "ablation": "each factor level's paired difference from its base, with intervals",
+}
+
+EPILOG = """examples:
+  rksearch plot figure4 --study quickstart -o figure4.png
+  rksearch plot figure4 --study quickstart --reference published.csv --linear -o figure4.pdf
+  rksearch plot curves --study quickstart --by growth -o curves.svg
+  rksearch plot pareto --study quickstart --x params --y test_acc -o pareto.png
+  rksearch plot ablation --study attention_ablation --by attention -o ablation.png
+"""
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m rksearch.plot", description=__doc__.splitlines()[2])
-    parser.add_argument("kind", choices=("figure4", "curves", "pareto", "ablation"), help="what to draw")
-    parser.add_argument("--storage", default=results.DEFAULT_URL, help=f"database URL (default {results.DEFAULT_URL})")
-    parser.add_argument("--study", required=True, help="study name")
-    parser.add_argument("--by", help="series/colour dimension (figure4, curves, pareto; default: model family) "
-                        "or the one factor to chart (ablation)")  # fmt: skip
-    parser.add_argument("--reference", type=Path, help="figure4: CSV of published points (family,name,params,flops,error)")
+    parser = argparse.ArgumentParser(
+        prog="python -m rksearch.plot", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Draw a study's results straight from the database, without Ray or a display.\n\nkinds:\n"
+                    + "\n".join(f"  {kind:<9} {what}" for kind, what in KINDS.items()),
+    )  # fmt: skip
+    parser.add_argument("kind", choices=KINDS, metavar="KIND", help=f"what to draw: {', '.join(KINDS)}")
+    cli.add_storage(parser)
+    parser.add_argument("--study", metavar="NAME", required=True, help="the study to draw")
+    parser.add_argument("--by", metavar="DIM", help="series/colour dimension (figure4, curves, pareto; default: "
+                        "model family) or the one factor to chart (ablation)")  # fmt: skip
+    parser.add_argument("--reference", type=Path, metavar="CSV",
+                        help="figure4: CSV of published points (family,name,params,flops,error)")
     scale = parser.add_mutually_exclusive_group()
-    scale.add_argument("--log", dest="log", action="store_true", default=None, help="log scale for the cost/metric axis")
+    scale.add_argument("--log", dest="log", action="store_true", default=None,
+                       help="log scale for the cost/metric axis")
     scale.add_argument("--linear", dest="log", action="store_false", help="linear axes")
-    parser.add_argument("--x", default="flops", help="pareto: cost column (flops, params, macs; default flops)")
-    parser.add_argument("--y", default=plots.DEFAULT_METRIC,
+    parser.add_argument("--x", default="flops", metavar="COLUMN",
+                        help="pareto: cost column (flops, params, macs; default flops)")
+    parser.add_argument("--y", default=plots.DEFAULT_METRIC, metavar="METRIC",
                         help=f"figure4, pareto: the metric, mean over seeds (default {plots.DEFAULT_METRIC}, the "
                         "reporting one; test_acc, or best_val_error for a database without test numbers)")  # fmt: skip
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output file: .png, .pdf or .svg")
+    parser.add_argument("-o", "--output", type=Path, metavar="FILE", required=True,
+                        help="output file: .png, .pdf or .svg")
     return parser
 
 
@@ -60,20 +83,16 @@ def draw(args: argparse.Namespace) -> Figure:
     return plots.ablation_chart(stats, title=f"{title} ({note})" if note else title)
 
 
+@cli.exits_on_error(*cli.INPUT_ERRORS)
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        if args.output.suffix.lower() not in FORMATS:
-            raise ValueError(f"cannot write {args.output}: the output must end in one of {', '.join(FORMATS)}")
-        if args.reference is not None and args.kind != "figure4":
-            raise ValueError("--reference only applies to figure4")
-        figure = draw(args)
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(args.output, dpi=200)
-    except (StoreError, ValueError, KeyError, OSError, pd.errors.ParserError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    if args.output.suffix.lower() not in FORMATS:
+        raise ValueError(f"cannot write {args.output}: the output must end in one of {', '.join(FORMATS)}")
+    if args.reference is not None and args.kind != "figure4":
+        raise ValueError("--reference only applies to figure4")
+    figure = draw(args)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(args.output, dpi=200)
     print(f"wrote {args.output}")
     return 0
 
