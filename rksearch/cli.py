@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rksearch", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Architecture search and ablation studies over Runge-Kutta CNNs.",
-        epilog=f"commands:\n{listing}\n\n'rksearch COMMAND --help' shows a command's options and examples; "
+        epilog=f"commands:\n{listing}\n\n'rksearch COMMAND --help' shows a command's options and examples;\n"
                f"'python -m rksearch.COMMAND' is the same command.",
     )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"rksearch {__version__}")
