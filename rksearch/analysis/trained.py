@@ -97,12 +97,12 @@ def load(url: str, study: str, trial_id: int | str, which: Which = "best", *,
     """`load_model`, with the trial's config, row, epoch and checkpoint kept beside the model."""
     import torch
 
-    from rksearch import results
+    from rksearch.store import queries
     from rksearch.training import checkpoint as ckpt
 
     if which not in ("best", "last"):
         raise ModelError(f"which must be 'best' or 'last', not {which!r}")
-    row = _trial_row(results.load(url, study, status=None, detail=True), study, trial_id)
+    row = _trial_row(queries.load(url, study, status=None, detail=True), study, trial_id)
     cfg = _config(row, study)
     directory = _checkpoint_dir(row, study, which, checkpoint_root)
     name = f"trial {row['trial_id']} of study {study!r}"
