@@ -97,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = False
     try:
         study, text = load(args.study, args.overrides)
-        from rksearch.search.planner import Node, Planner, describe
+        from rksearch.search.dryrun import describe
+        from rksearch.search.planner import Node, Planner
 
         if args.dry_run:
             planner = Planner(study, node=Node.this_machine())

@@ -13,6 +13,10 @@ def random_spec(rng: random.Random, max_stages: int = 4) -> ArchSpec:
     periods = 4 if imagenet else rng.choice([1, 2, 3])
     low = 2 if form == "clique" else 1
     per = lambda lo, hi: tuple(rng.randint(lo, hi) for _ in range(periods))  # noqa: E731
+    # update form: u = 0 in some periods (explicit periods, as the 2022 code allows), never in all
+    iterations = per(0, 3) if form == "update" else ()
+    if form == "update" and not any(iterations):
+        iterations = (rng.randint(1, 3),) + iterations[1:]
     return ArchSpec(
         stages=per(low, max_stages),
         steps=per(1, 2),
@@ -20,7 +24,7 @@ def random_spec(rng: random.Random, max_stages: int = 4) -> ArchSpec:
         groups=(1,) * periods if form == "clique" else per(1, 3),
         form=form,
         solver=rng.choice(["gauss-seidel", "jacobi"]) if form == "update" else "gauss-seidel",
-        iterations=per(1, 3) if form == "update" else (),
+        iterations=iterations,
         neck=rng.choice([None, 1, 2, 4]),
         attention=rng.random() < 0.5,
         multiscale=rng.random() < 0.6,

@@ -1,4 +1,4 @@
-"""The baselines of rkcnn.md section 8: names, shapes, published sizes, weight sharing, k_n.
+"""The baselines (docs/models.md, "Baselines"): names, shapes, published sizes, weight sharing, k_n.
 
 Expected sizes come from outside the code under test: closed-form counts written here from
 the papers' layer tables, the DenseNet paper's 0.8M for DenseNet-BC-100 (k=12), He et al.'s

@@ -17,7 +17,7 @@ from torch import nn
 from rksearch.cost import Cost, Memory, closed_form, count, human_bytes, main, trace, training_memory
 from rksearch.models import build, parse
 
-# rkcnn.md section 6: paper Table 1, ERKNet on CIFAR-10, k = 36, m = 1, multiscale
+# docs/models.md, "Counting": paper Table 1, ERKNet on CIFAR-10, k = 36, m = 1, multiscale
 TABLE1_ERKNET = [
     ("ERKNet-6x1 6x1 6x1", 0.66, 0.74),
     ("ERKNet-7x1 6x1 6x1", 0.83, 0.83),
@@ -47,7 +47,7 @@ def test_table1_erknet_through_cli() -> None:
 
 
 def test_hand_count_of_smallest_table1_model() -> None:
-    # ERKNet-6x1 6x1 6x1, k=36, counted by hand from rkcnn.md section 2-3:
+    # ERKNet-6x1 6x1 6x1, k=36, counted by hand from docs/models.md ("Anatomy", "Time-steps"):
     # per period: 6 layers, layer j: BN(36+36j) + 3x3 conv (36+36j -> 36)
     period_in = sum(36 + 36 * j for j in range(6))
     params = 3 * 36 * 9 + 3 * (9 * 36 * period_in + 2 * period_in) + 2 * (2 * 36 + 36 * 36) + 3 * 72 + 108 * 10 + 10
@@ -69,13 +69,29 @@ def test_closed_form_equals_traced_count_for_random_specs() -> None:
     # ImageNet-stem specs are compared at 64x64 to keep the suite fast (the stem maths is the same)
     rng = random.Random(2019)
     kinds = set()
+    mixed = 0  # update-form specs with u = 0 in some period
     for _ in range(200):
         spec = random_spec(rng)
         kinds.add((spec.form, spec.solver, spec.bottleneck, spec.stem))
+        mixed += spec.form == "update" and 0 in spec.iterations
         size = 64 if spec.stem == "imagenet" else 32
         assert closed_form(spec, size) == trace(build(spec), size), spec.canonical
     assert {kind[0] for kind in kinds} == {"explicit", "clique", "update"}
-    assert len(kinds) >= 10
+    assert len(kinds) >= 10 and mixed >= 5
+
+
+@pytest.mark.parametrize("name, knobs", [
+    ("RKCNN-I-3_3_3", dict(k=12, u=(0, 1, 1))),  # the 2022 code's --update1 0 --update2 1 --update3 1
+    ("RKCNN-R-2_1_3", dict(k=8, u=(2, 0, 1), neck=4, attention=True)),
+    ("RKCNN-I-1_2_2", dict(k=8, u=(1, 0, 0), dropout=0.2, multiscale=False)),
+])  # fmt: skip
+def test_mixed_update_counts_are_priced_in_closed_form(name: str, knobs: dict) -> None:
+    """A period with u = 0 costs what the explicit period does; the count equals the traced one."""
+    spec = parse(name, **knobs)
+    assert closed_form(spec, 32) == trace(build(spec), 32)
+    explicit = spec.replace(form="explicit", solver="gauss-seidel", iterations=())  # RKCNN-E
+    everywhere = spec.replace(iterations=max(spec.iterations))
+    assert closed_form(explicit, 32).params < closed_form(spec, 32).params < closed_form(everywhere, 32).params
 
 
 def test_trace_on_meta_device_matches_closed_form() -> None:
@@ -125,6 +141,8 @@ def test_cli_suffix_and_knobs_agree() -> None:
         (["ERKNet-3x1 3x1 3x1", "--dataset", "mnist"], "invalid choice"),
         (["ERKNet-3x1 3x1 3x1", "--bottleneck", "wide"], "neck"),
         (["RKCNN-E-3_3_3", "--u", "2"], "RKCNN-E"),
+        (["RKCNN-I-3_3_3", "--u", "0"], "u >= 1 in at least one period"),
+        (["PreActResNet-20", "--dropout", "0.2"], "unknown knob"),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line(args: list[str], fragment: str) -> None:
@@ -172,6 +190,7 @@ MEMORY_MODELS = [
     ("RKCNN-I-1_2_3", dict(k=4, u=2, neck=2)),
     ("RKCNN-R-1_1_2", dict(k=4, m=2, u=(3, 1, 2), dropout=0.2)),
     ("RKCNN-R-2_2_1", dict(k=4, u=(1, 2, 1), dropout=0.2, multiscale=False)),
+    ("RKCNN-I-1_2_1", dict(k=4, u=(0, 2, 1), dropout=0.2)),  # u = 0 in a one-stage period: nothing overwritten
 ]
 
 
@@ -267,3 +286,31 @@ def test_cli_batch_size_adds_the_memory_estimate(capsys: pytest.CaptureFixture[s
     assert f"{human_bytes(expected.total)} to train at batch 64" in memory_line
     assert main(["ERKNet-6x1 6x1 6x1", "-k", "36", "--json"]) == 0
     assert "memory" not in json.loads(capsys.readouterr().out)
+
+
+def test_cli_num_classes_and_dropout(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["RKCNN-I-3_3_3", "-k", "12", "--u", "0,1,1", "--num-classes", "100", "--dropout", "0.2",
+                 "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    spec = parse("RKCNN-I-3_3_3", k=12, u=(0, 1, 1), num_classes=100, dropout=0.2)
+    assert row["canonical"] == spec.canonical and row["params"] == count(spec).params
+    assert "num_classes=100" in row["canonical"] and "dropout=0.2" in row["canonical"]
+    assert main(["DenseNet-BC-40", "-k", "12", "--num-classes", "100", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == count("DenseNet-BC-40", k=12, num_classes=100).params
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["--bottleneck", "128", "-k", "32"], "--bottleneck 4 for 128 channels at k=32"),
+    (["--bottleneck", "128"], "--bottleneck 4 for a width of 4k"),
+    (["--bottleneck", "9k", "-k", "12"], "at most 8"),
+])  # fmt: skip
+def test_cli_refuses_a_bottleneck_that_looks_like_channels(args: list[str], hint: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`--bottleneck` is a multiple of k: 128 was probably meant as 128 channels (4k at k=32),
+    and would otherwise build a 199M-param model."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["RKCNN-I-3_3_3", *args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "multiple of k" in err and hint in err, err
+    assert main(["RKCNN-I-3_3_3", "--bottleneck", "8", "-k", "4"]) == 0  # the largest multiple taken

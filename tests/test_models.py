@@ -1,4 +1,4 @@
-"""The RKCNN family: names both ways, validation, shapes, weight sharing, initialisation."""
+"""The RKCNN family: names both ways, defaults, validation, shapes, weight sharing, initialisation."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import torch
 from specgen import random_spec
 from torch import nn
 
-from rksearch.models import ArchSpec, SpecError, build, parse
+from rksearch.models import ArchSpec, SpecError, build, families, find_family, model_spec, parse
 from rksearch.models.blocks import CliqueStep, ExplicitStep, UpdateStep
+from rksearch.models.knobs import split_knobs
 
 NAMED = [
     ("ERKNet-6x1 6x1 6x1", {"k": 36}),
@@ -20,6 +21,7 @@ NAMED = [
     ("RKCNN-E-5_5_5", {"k": 12}),
     ("RKCNN-I-3_3_3", {"k": 80, "attention": True, "neck": 1, "u": 1}),
     ("RKCNN-R-3_3_3", {"k": 24, "u": 2, "r": (1, 2, 1)}),
+    ("RKCNN-I-3_3_3", {"k": 12, "u": (0, 1, 1)}),  # the 2022 code's --update1 0 --update2 1 --update3 1
     ("IRKNet-3x2 4x1 2x5", {"k": (12, 24, 36)}),
 ]
 
@@ -67,6 +69,8 @@ def test_paper_name_terms() -> None:
         (lambda: parse("ERKNet-3x1 3x1 3x1", k=(12, 24)), "k: 2 values for 3 periods"),
         (lambda: parse("RKCNN-E-3_3_3", u=1), "RKCNN-E is the u = 0 member"),
         (lambda: parse("RKCNN-I-3_3_3", u=0), "u >= 1"),
+        (lambda: parse("RKCNN-I-3_3_3", u=0), "u = 0 in every period is RKCNN-E-3_3_3"),
+        (lambda: parse("RKCNN-R-3_3_3", u=(0, -1, 1)), "every u must be >= 0"),
         (lambda: parse("DenseNet-3x1"), "bad model name"),
         (lambda: parse("ERKNet-3x1 3x1 3x1", depth=3), "unknown knob"),
         (lambda: parse("ERKNet-3x1 3x1 3x1", dataset="mnist"), "dataset: 'mnist' is not one of"),
@@ -87,6 +91,8 @@ FORMS = [
     parse("RKCNN-E-2_2_2", k=6, neck=2, dropout=0.2),
     parse("RKCNN-I-2_3_2", k=6, u=2, neck=1, attention=True),
     parse("RKCNN-R-2_2_2", k=6, u=1, m=2, multiscale=False),
+    parse("RKCNN-I-2_2_2", k=6, u=(0, 2, 1)),
+    parse("RKCNN-R-2_1_2", k=6, u=(1, 0, 2), neck=2, dropout=0.2),  # a one-stage period with u = 0
 ]
 
 
@@ -159,8 +165,8 @@ def test_initialisation_follows_the_paper() -> None:
     model = build("ERKNet-3x1 3x1 3x1", k=36)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     big = max(convs, key=lambda m: m.weight.numel())
-    fan_out = big.out_channels * big.kernel_size[0] * big.kernel_size[1]
-    assert big.weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.1)
+    fan_in = big.in_channels * big.kernel_size[0] * big.kernel_size[1]
+    assert big.weight.std().item() == pytest.approx(math.sqrt(2 / fan_in), rel=0.1)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             assert torch.all(m.weight == 1) and torch.all(m.bias == 0)
@@ -168,6 +174,20 @@ def test_initialisation_follows_the_paper() -> None:
             assert torch.all(m.bias == 0)
             bound = math.sqrt(6 / (m.in_features + m.out_features))
             assert m.weight.abs().max() <= bound
+
+
+def test_convs_are_initialised_with_the_fan_in_as_in_the_official_code() -> None:
+    """He-normal, mode fan_in (the 2022 code's ``kaiming_normal_(mode='fan_in')``): a 1x1 conv
+    from 400 to 80 channels has std sqrt(2/400), not the fan-out's sqrt(2/80), 2.2 times more."""
+    torch.manual_seed(0)
+    model = build("ERKNet-5x1 5x1 5x1-B", k=80, neck=1)  # layer 4 of a period: 80 + 4 * 80 = 400 inputs
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels == 400)
+    assert conv.out_channels == 80 and conv.kernel_size == (1, 1)
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / 400), rel=0.05)
+    # the clique block's shared kernels too: W(y -> i) of a 3x3 clique block from 24 channels
+    step = CliqueStep(channels=24, growth=24, stages=3, width=None)
+    kernels = torch.stack(list(step.w_in))
+    assert kernels.std().item() == pytest.approx(math.sqrt(2 / (24 * 9)), rel=0.05)
 
 
 def test_rkcnn_style_uses_the_2022_bn_constants() -> None:
@@ -237,3 +257,54 @@ def test_memory_efficient_stores_less_for_backward(name: str, knobs: dict) -> No
 
     plain = saved_bytes(build(name, k=12, **knobs))
     assert saved_bytes(build(name, memory_efficient=True, k=12, **knobs)) <= 0.85 * plain
+
+
+# ---- defaults, mixed update counts, the family protocol -----------------------------------------
+
+def test_one_set_of_defaults_for_names_and_fields() -> None:
+    """An unset k or m means the same whether the spec comes from a name or from fields (a study's):
+    the paper's k = 36, m = 1 on CIFAR (Table 1) and k = 32, m = 2, 4, 8, 16 on ImageNet (Table 3)."""
+    assert parse("ERKNet-6x1 6x1 6x1") == ArchSpec(stages=(6, 6, 6))
+    cifar = ArchSpec(stages=(6, 6, 6))
+    assert cifar.growth == (36,) * 3 and cifar.groups == (1,) * 3 and cifar.steps == (1,) * 3
+    assert cifar.multiscale and cifar.num_classes == 10 and cifar.style == "iclr"
+    imagenet = ArchSpec(stages=(3, 3, 3, 1), stem="imagenet", neck=4)
+    assert imagenet == parse("ERKNet-3x1 3x1 3x1 1x1-B", dataset="imagenet")
+    assert imagenet.growth == (32,) * 4 and imagenet.groups == (2, 4, 8, 16)
+    assert not imagenet.multiscale and imagenet.num_classes == 1000
+    assert ArchSpec(stages=(2, 2), form="update").style == "rkcnn"
+
+
+def test_a_period_with_no_updates_is_an_explicit_period() -> None:
+    """RKCNN-I with u = 0, 1, 1 (the 2022 code's ``--update1 0``): period 1 has no update layers,
+    exactly RKCNN-E's period 1, and the other periods are RKCNN-I's."""
+    mixed = build("RKCNN-I-3_3_3", k=8, u=(0, 1, 1))
+    explicit, updated = build("RKCNN-E-3_3_3", k=8), build("RKCNN-I-3_3_3", k=8, u=1)
+    assert isinstance(mixed.periods[0][0], ExplicitStep) and isinstance(mixed.periods[1][0], UpdateStep)
+
+    def keys(model: nn.Module, period: int) -> list[str]:
+        return [k for k in model.state_dict() if k.startswith(f"periods.{period}.")]
+
+    assert keys(mixed, 0) == keys(explicit, 0) and keys(mixed, 1) == keys(updated, 1) != keys(explicit, 1)
+    out = mixed(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
+def test_every_name_has_one_family_that_parses_builds_and_prices_it() -> None:
+    assert {f.name for f in families()} >= {"RKCNN", "DenseNet-BC", "DenseNet (ImageNet)", "CliqueNet",
+                                           "PreActResNet", "LM-ResNet"}
+    for name in ("RKCNN-I-2_2_2", "DenseNet-BC-40", "CliqueNet-T6", "LM-ResNet-20"):
+        family = find_family(name)
+        spec = model_spec(name, k=4) if family.name not in ("LM-ResNet",) else model_spec(name)
+        assert spec.family == family.name and family.parse(spec.canonical) == spec
+        assert spec.default_image_size == 32 and isinstance(build(spec), nn.Module)
+    assert find_family("RKCNN-I-2_2_2").tally is not None and find_family("DenseNet-BC-40").tally is None
+    with pytest.raises(SpecError, match="given with a spec"):
+        build(parse("RKCNN-E-2_2_2"), k=4)
+
+
+def test_knob_lists_split_on_key_boundaries() -> None:
+    assert split_knobs("ERKNet-2x1 2x1 (k=12,24, m=1, stem=cifar)", ("k", "m", "stem")) == (
+        "ERKNet-2x1 2x1", {"k": (12, 24), "m": 1, "stem": "cifar"})
+    with pytest.raises(SpecError, match="unknown knob 'depth'"):
+        split_knobs("ERKNet-2x1 2x1 (depth=3)", ("k",))

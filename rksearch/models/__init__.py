@@ -3,18 +3,26 @@
     >>> from rksearch.models import build, parse
     >>> spec = parse("IRKNet-5x1 5x1 5x1-AB", k=150, dataset="cifar10")
     >>> model = build(spec)
+
+Each family registers itself when its module is imported (`rkcnn`, `baselines`); see
+`registry` for the protocol every family follows, and docs/models.md for the family itself.
 """
 
-from rksearch.models import baselines as _baselines  # noqa: F401  (registers the baseline families)
-from rksearch.models.naming import is_rkcnn_name, parse
-from rksearch.models.registry import build, families, find_family, register_family
+from rksearch.models import baselines
+from rksearch.models.knobs import SpecError
+from rksearch.models.naming import parse
+from rksearch.models.registry import (
+           Family,
+           ModelSpec,
+           build,
+           families,
+           family_of,
+           find_family,
+           model_spec,
+           register_family,
+)
 from rksearch.models.rkcnn import RKCNN
-from rksearch.models.spec import ArchSpec, SpecError
+from rksearch.models.spec import ArchSpec
 
-
-@register_family("RKCNN", is_rkcnn_name, "ERKNet-6x1 6x1 6x1")
-def _build_rkcnn(name: str, memory_efficient: bool = False, **knobs) -> RKCNN:
-    return RKCNN(parse(name, **knobs), memory_efficient=memory_efficient)
-
-
-__all__ = ["ArchSpec", "RKCNN", "SpecError", "build", "families", "find_family", "parse", "register_family"]
+__all__ = ["ArchSpec", "Family", "ModelSpec", "RKCNN", "SpecError", "baselines", "build", "families", "family_of",
+           "find_family", "model_spec", "parse", "register_family"]

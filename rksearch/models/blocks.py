@@ -1,4 +1,4 @@
-"""One RK time-step in each of its three forms (rkcnn.md sections 3 and 4).
+"""One RK time-step in each of its three forms (docs/models.md, "Time-steps").
 
 Each maps y_n (C = m*k channels) to y_{n+1} = y_n + sum_i h b_i z_i, the increment groups
 being learned by a small conv subnetwork whose wiring is the RK method's.
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rksearch.models.layers import GrowthLayer, bn, recomputed
+from rksearch.models.layers import GrowthLayer, NormLayer, init_conv_kernel, recomputed
 
 
 def _sum_groups(grown: torch.Tensor, stages: int) -> torch.Tensor:
@@ -27,12 +27,12 @@ class ExplicitStep(nn.Module):
     """
 
     def __init__(self, channels: int, growth: int, stages: int, groups: int, width: int | None,
-                 dropout: float = 0.0, memory_efficient: bool = False, **bn_kw: float) -> None:
+                 dropout: float = 0.0, memory_efficient: bool = False, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()
         self.stages = stages
         self.layers = nn.ModuleList(
             GrowthLayer(channels + j * growth, growth, width, dropout,
-                        memory_efficient=memory_efficient, **bn_kw)
+                        norm_layer=norm_layer, memory_efficient=memory_efficient)
             for j in range(groups * stages)
         )
 
@@ -62,7 +62,7 @@ class CliqueStep(nn.Module):
     """
 
     def __init__(self, channels: int, growth: int, stages: int, width: int | None,
-                 dropout: float = 0.0, memory_efficient: bool = False, **bn_kw: float) -> None:
+                 dropout: float = 0.0, memory_efficient: bool = False, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()
         self.stages, self.dropout, self.memory_efficient = stages, dropout, memory_efficient
         ks = 1 if width else 3
@@ -74,12 +74,12 @@ class CliqueStep(nn.Module):
             f"{j}_{i}": nn.Parameter(torch.empty(mix_out, growth, ks, ks))
             for i in range(stages) for j in range(stages) if i != j
         })
-        self.bn_first = nn.ModuleList(bn(channels + i * growth, **_bn(bn_kw)) for i in range(stages))
-        self.bn_second = nn.ModuleList(bn((stages - 1) * growth, **_bn(bn_kw)) for _ in range(stages))
+        self.bn_first = nn.ModuleList(norm_layer(channels + i * growth) for i in range(stages))
+        self.bn_second = nn.ModuleList(norm_layer((stages - 1) * growth) for _ in range(stages))
         if width:
             self.post_conv = nn.ModuleList(nn.Conv2d(width, growth, 3, padding=1, bias=False) for _ in range(stages))
             self.post_bn = nn.ModuleList(
-                nn.ModuleList([bn(width, **_bn(bn_kw)), bn(width, **_bn(bn_kw))]) for _ in range(stages)
+                nn.ModuleList([norm_layer(width), norm_layer(width)]) for _ in range(stages)
             )
         else:
             self.post_conv = None
@@ -87,7 +87,7 @@ class CliqueStep(nn.Module):
 
     def init_kernels(self) -> None:
         for p in list(self.w_in) + list(self.w_mix.values()):
-            nn.init.kaiming_normal_(p, mode="fan_out", nonlinearity="relu")
+            init_conv_kernel(p)
 
     def _stage(self, i: int, phase: int, sources: list[torch.Tensor], kernels: list[torch.Tensor]) -> torch.Tensor:
         norm = (self.bn_first if phase == 0 else self.bn_second)[i]
@@ -129,19 +129,20 @@ class UpdateStep(nn.Module):
     Stage i is recomputed from concat(y_n, all other stages) by its own composite unit
     (BN-ReLU-1x1 -> width, BN-ReLU-3x3 -> m*k), shared across iterations.  Gauss-Seidel
     (RKCNN-I) updates in place; Jacobi (RKCNN-R) recomputes all stages from the previous
-    iteration's values.
+    iteration's values.  (`RKCNN` builds a period with u = 0 as an `ExplicitStep`: it has
+    no update layers.)
     """
 
     def __init__(self, channels: int, growth: int, stages: int, groups: int, width: int | None,
                  iterations: int, jacobi: bool, dropout: float = 0.0, memory_efficient: bool = False,
-                 **bn_kw: float) -> None:
+                 norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()
         self.stages, self.iterations, self.jacobi = stages, iterations, jacobi
-        self.first = ExplicitStep(channels, growth, stages, groups, width, dropout, memory_efficient, **bn_kw)
+        self.first = ExplicitStep(channels, growth, stages, groups, width, dropout, memory_efficient, norm_layer)
         group = groups * growth
         self.updaters = nn.ModuleList(
             GrowthLayer(channels + (stages - 1) * group, group, width, dropout,
-                        memory_efficient=memory_efficient, **bn_kw)
+                        norm_layer=norm_layer, memory_efficient=memory_efficient)
             for _ in range(stages)
         )
 
@@ -153,7 +154,3 @@ class UpdateStep(nn.Module):
             for i in range(s):
                 z[i] = self.updaters[i]([y] + [source[j] for j in range(s) if j != i])
         return y + torch.stack(z).sum(0)
-
-
-def _bn(bn_kw: dict[str, float]) -> dict[str, float]:
-    return {"eps": bn_kw.get("bn_eps", 1e-5), "momentum": bn_kw.get("bn_momentum", 0.1)}

@@ -1,16 +1,17 @@
 """Params, FLOPs, MACs and training memory of a model, fast enough to price a whole search space.
 
-Convention (rkcnn.md section 6): params are all trainable parameters, BN affine included;
-FLOPs = 2 x multiply-accumulates of conv and linear layers for one image at the data set's
-input size (BN, ReLU, pooling, additions not counted) — what
+Convention (docs/models.md, "Counting"): params are all trainable parameters, BN affine
+included; FLOPs = 2 x multiply-accumulates of conv and linear layers for one image at the data
+set's input size (BN, ReLU, pooling, additions not counted) — what
 `torch.utils.flop_counter.FlopCounterMode` reports.
 
 `training_memory` estimates what one training step at a batch size holds (`Memory`): weights,
 gradients, SGD's momentum buffer and the activations autograd keeps for the backward pass, so
 that a trial too big for its worker is skipped before it trains instead of being killed.
 
-RKCNN specs are priced in closed form (microseconds a spec, cached by value); anything else
-(baselines, arbitrary modules) is traced once on the meta device, so nothing is allocated.
+A spec whose family counts in closed form (`Family.tally`: the RKCNNs, with `tally`) is priced
+without building it (microseconds a spec, cached by value); any other spec (the baselines) and
+any module is traced once on the meta device, so nothing is allocated.
 `tests/test_cost.py` checks that both agree on hundreds of random specs, and that the closed-form
 activations equal, byte for byte, what `torch.autograd.graph.saved_tensors_hooks` sees.
 
@@ -23,16 +24,16 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.flop_counter import FlopCounterMode
 
-from rksearch.models import ArchSpec, SpecError, baselines, build, is_rkcnn_name, parse
 from rksearch.models.layers import running_stats_frozen
-from rksearch.models.registry import find_family
+from rksearch.models.registry import ModelSpec, build, family_of, model_spec
+from rksearch.models.spec import ArchSpec
 
 #: bytes of a float32, the precision every memory figure here assumes (see `Memory` on AMP)
 FLOAT32 = 4
@@ -101,49 +102,37 @@ def human_bytes(n: float, compact: bool = False) -> str:
     return f"{number}{unit}" if compact else f"{number} {unit}B"
 
 
-def count(obj: ArchSpec | str | nn.Module, image_size: int | None = None, **knobs: Any) -> Cost:
+def count(obj: ModelSpec | str | nn.Module, image_size: int | None = None, **knobs: Any) -> Cost:
     """Cost of a spec, a model name (plus knobs, e.g. k=36, dataset="cifar10") or a module.
 
-    `image_size` defaults to the input size the model is made for: the spec's stem (32 for
-    CIFAR-sized, 224 for ImageNet stems), a baseline's own size (224 for DenseNet-121).
+    `image_size` defaults to the input size the model is made for (`default_image_size`: 32
+    for CIFAR-sized models, 224 for ImageNet ones; 32 for a module).
     """
-    return _priced(obj, image_size, knobs, closed=closed_form, named=_trace_named, module=trace)
+    if isinstance(obj, nn.Module):
+        return trace(obj, image_size or 32)
+    spec = model_spec(obj, **knobs)
+    size = image_size or spec.default_image_size
+    return closed_form(spec, size) if family_of(spec).tally else _traced(spec, size)
 
 
-def training_memory(obj: ArchSpec | str | nn.Module, batch_size: int, image_size: int | None = None, *,
+def training_memory(obj: ModelSpec | str | nn.Module, batch_size: int, image_size: int | None = None, *,
                     momentum: bool = True, **knobs: Any) -> Memory:
     """`Memory` to train a spec, a model name (plus knobs) or a module on batches of `batch_size`.
 
     `image_size` defaults as in `count`.  `momentum`: whether SGD keeps a momentum buffer
-    (train.py's does unless ``optim.momentum`` is 0).  RKCNNs are counted in closed form;
-    baselines and modules by `trace_memory`.
+    (the training loop's does unless ``optim.momentum`` is 0).  Counted in closed form where
+    the family has one, else by `trace_memory`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
-    return _priced(
-        obj, image_size, knobs,
-        closed=lambda spec, size: _tally(spec, size).memory(batch_size, momentum),
-        named=lambda name, size, named_knobs: _trace_memory_named(name, size, named_knobs, batch_size, momentum),
-        module=lambda model, size: trace_memory(model, batch_size, size, momentum=momentum),
-    )
-
-
-def _priced(obj: ArchSpec | str | nn.Module, image_size: int | None, knobs: dict[str, Any], *,
-            closed: Callable[[ArchSpec, int], Any], named: Callable[[str, int, tuple], Any],
-            module: Callable[[nn.Module, int], Any]) -> Any:
-    """Route a spec, a name or a module to the way it is counted, at its default input size."""
     if isinstance(obj, nn.Module):
-        return module(obj, image_size or 32)
-    if isinstance(obj, str):
-        if is_rkcnn_name(obj):
-            obj = parse(obj, **knobs)
-        else:
-            find_family(obj.strip())  # a misspelt name: the message lists every family, RKCNNs too
-            size = image_size or baselines.parse(obj, **knobs).default_image_size
-            return named(obj, size, tuple(sorted((k, _hashable(v)) for k, v in knobs.items())))
-    elif knobs:
-        raise SpecError(f"knobs {sorted(knobs)} given with a spec; put them in the spec instead")
-    return closed(obj, image_size or obj.default_image_size)
+        return trace_memory(obj, batch_size, image_size or 32, momentum=momentum)
+    spec = model_spec(obj, **knobs)
+    size = image_size or spec.default_image_size
+    closed = family_of(spec).tally
+    if closed is not None:
+        return closed(spec, size).memory(batch_size, momentum)
+    return _traced_memory(spec, size, batch_size, momentum)
 
 
 def trace(model: nn.Module, image_size: int = 32, in_channels: int = 3) -> Cost:
@@ -162,9 +151,9 @@ def trace(model: nn.Module, image_size: int = 32, in_channels: int = 3) -> Cost:
 
 
 @lru_cache(maxsize=256)
-def _trace_named(name: str, image_size: int, knobs: tuple[tuple[str, Any], ...]) -> Cost:
+def _traced(spec: ModelSpec, image_size: int) -> Cost:
     with torch.device("meta"):
-        model = build(name, **dict(knobs))
+        model = build(spec)
     return trace(model, image_size)
 
 
@@ -206,10 +195,9 @@ def trace_memory(model: nn.Module, batch_size: int, image_size: int = 32, in_cha
 
 
 @lru_cache(maxsize=256)
-def _trace_memory_named(name: str, image_size: int, knobs: tuple[tuple[str, Any], ...], batch_size: int,
-                        momentum: bool) -> Memory:
+def _traced_memory(spec: ModelSpec, image_size: int, batch_size: int, momentum: bool) -> Memory:
     with torch.device("meta"):
-        model = build(name, **dict(knobs))
+        model = build(spec)
     return trace_memory(model, batch_size, image_size, momentum=momentum)
 
 
@@ -217,12 +205,8 @@ def _same(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
 # ---- closed form -------------------------------------------------------------------
-class _Tally:
+class Tally:
     """Walks a spec layer by layer, as `RKCNN` builds and runs it, accumulating its counts.
 
     params and MACs: each weight once, each application of it.  Memory: the bytes of BN
@@ -289,6 +273,10 @@ class _Tally:
         if kept == 0:  # no gradient reaches a layer whose every result is dropped
             self.idle_params += self.params - params_before
 
+    @property
+    def cost(self) -> Cost:
+        return Cost(params=self.params, flops=2 * self.macs, macs=self.macs)
+
     def memory(self, batch_size: int, momentum: bool) -> Memory:
         trained = (self.params - self.idle_params) * FLOAT32
         return Memory(parameters=self.params * FLOAT32 + self.buffer_bytes, gradients=trained,
@@ -297,15 +285,18 @@ class _Tally:
 
 
 @lru_cache(maxsize=65536)
-def closed_form(spec: ArchSpec, image_size: int) -> Cost:
-    """Exact params/FLOPs/MACs of `spec` without building it (mirrors `RKCNN` layer by layer)."""
-    t = _tally(spec, image_size)
-    return Cost(params=t.params, flops=2 * t.macs, macs=t.macs)
+def closed_form(spec: ModelSpec, image_size: int) -> Cost:
+    """Exact params/FLOPs/MACs of a spec whose family counts in closed form, without building it."""
+    closed = family_of(spec).tally
+    if closed is None:
+        raise ValueError(f"{spec.name}: its family has no closed form; use count() to trace it")
+    return closed(spec, image_size).cost
 
 
-def _tally(spec: ArchSpec, image_size: int) -> _Tally:
-    """One walk of `spec` at `image_size`: about 0.1 ms (`closed_form` caches the costs it gives)."""
-    t = _Tally(dropout=spec.dropout > 0)
+def tally(spec: ArchSpec, image_size: int) -> Tally:
+    """One walk of an RKCNN spec at `image_size`, as `RKCNN` builds and runs it layer by layer:
+    about 0.1 ms (`closed_form` caches the costs it gives)."""
+    t = Tally(dropout=spec.dropout > 0)
     channels = spec.channels
     size = image_size
     t.keep(3, size * size)  # the input batch, saved by the stem's conv
@@ -344,7 +335,7 @@ def _tally(spec: ArchSpec, image_size: int) -> _Tally:
     return t
 
 
-def _time_step(t: _Tally, spec: ArchSpec, d: int, hw: int) -> None:
+def _time_step(t: Tally, spec: ArchSpec, d: int, hw: int) -> None:
     c, k, s, m = spec.channels[d], spec.growth[d], spec.stages[d], spec.groups[d]
     width = spec.neck * k if spec.neck else None
     if spec.form == "clique":
@@ -372,12 +363,13 @@ def _time_step(t: _Tally, spec: ArchSpec, d: int, hw: int) -> None:
                 t.bn(width)
             t.keep(2 * width, hw, uses=2 * s)  # each stage and phase: BN input, BN-ReLU output
         return
+    # explicit or update form; a period with u = 0 has no update layers (an explicit period)
+    u = spec.iterations[d] if spec.form == "update" else 0
     # A one-stage update step's updater reads y alone, so each iteration overwrites stage I or the
     # iteration before unread, and the forward frees what those saved: only the last one's stays.
-    overwritten = spec.form == "update" and s == 1
+    overwritten = u > 0 and s == 1
     for j in range(m * s):  # explicit stage (the whole step for explicit; stage I for update)
         t.growth(c + j * k, k, width, hw, kept=0 if overwritten else 1)
-    if spec.form == "update":
-        u = spec.iterations[d]
+    if u > 0:
         for _ in range(s):
             t.growth(c + (s - 1) * m * k, m * k, width, hw, uses=u, kept=1 if overwritten else u)

@@ -1,7 +1,10 @@
-"""Building blocks shared by the RKCNN family and the baselines (rkcnn.md section 2).
+"""Building blocks shared by the RKCNN family and the baselines (docs/models.md, "Anatomy").
 
 Every conv is pre-activation (BN -> ReLU -> conv) and bias-free; dropout, when asked for,
-follows each conv (the 2022 code's keep-probability 0.8 is ``dropout=0.2``).
+follows each conv (the 2022 code's keep-probability 0.8 is ``dropout=0.2``).  The batch norm
+is passed in as ``norm_layer`` (channels -> module), as torchvision and timm do: the 2022
+RKCNNs use ``functools.partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)``, everything else
+PyTorch's defaults.
 """
 
 from __future__ import annotations
@@ -14,18 +17,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-
-def bn(channels: int, eps: float = 1e-5, momentum: float = 0.1) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
+#: builds the normalisation of a layer from its number of channels
+NormLayer = Callable[[int], nn.Module]
 
 
 class BNReLUConv(nn.Sequential):
     """Pre-activation composite layer: BN -> ReLU -> conv [-> dropout]."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, dropout: float = 0.0, *,
-                 stride: int = 1, bn_eps: float = 1e-5, bn_momentum: float = 0.1) -> None:
+                 stride: int = 1, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         layers: list[nn.Module] = [
-            bn(in_ch, bn_eps, bn_momentum),
+            norm_layer(in_ch),
             nn.ReLU(inplace=True),
             nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, bias=False),
         ]
@@ -45,11 +47,10 @@ class GrowthLayer(nn.Module):
     """
 
     def __init__(self, in_ch: int, out_ch: int, width: int | None, dropout: float = 0.0, *,
-                 bn_eps: float = 1e-5, bn_momentum: float = 0.1, memory_efficient: bool = False) -> None:
+                 norm_layer: NormLayer = nn.BatchNorm2d, memory_efficient: bool = False) -> None:
         super().__init__()
-        kw = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
-        self.reduce = BNReLUConv(in_ch, width, 1, dropout, **kw) if width else None
-        self.conv = BNReLUConv(width or in_ch, out_ch, 3, dropout, **kw)
+        self.reduce = BNReLUConv(in_ch, width, 1, dropout, norm_layer=norm_layer) if width else None
+        self.conv = BNReLUConv(width or in_ch, out_ch, 3, dropout, norm_layer=norm_layer)
         self.memory_efficient = memory_efficient
         # modules of `conv` that run in the recomputed part: its BN and ReLU when no bottleneck
         self._split = 0 if width else 2
@@ -120,22 +121,23 @@ class ChannelAttention(nn.Module):
 class Transition(nn.Sequential):
     """BN-ReLU-1x1 conv C_in -> C_out, [channel attention], 2x2 average pooling."""
 
-    def __init__(self, in_ch: int, out_ch: int, attention: bool, dropout: float = 0.0, **bn_kw: float) -> None:
-        layers: list[nn.Module] = [BNReLUConv(in_ch, out_ch, 1, dropout, **bn_kw)]
+    def __init__(self, in_ch: int, out_ch: int, attention: bool, dropout: float = 0.0, *,
+                 norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+        layers: list[nn.Module] = [BNReLUConv(in_ch, out_ch, 1, dropout, norm_layer=norm_layer)]
         if attention:
             layers.append(ChannelAttention(out_ch))
         layers.append(nn.AvgPool2d(2))
         super().__init__(*layers)
 
 
-def make_stem(kind: str, out_ch: int, **bn_kw: float) -> nn.Sequential:
+def make_stem(kind: str, out_ch: int, norm_layer: NormLayer = nn.BatchNorm2d) -> nn.Sequential:
     """'cifar': one 3x3 conv (no BN/ReLU); 'imagenet': DenseNet's 7x7/2 conv, BN, ReLU, 3x3/2 max-pool."""
     if kind == "cifar":
         return nn.Sequential(nn.Conv2d(3, out_ch, 3, padding=1, bias=False))
     if kind == "imagenet":
         return nn.Sequential(
             nn.Conv2d(3, out_ch, 7, stride=2, padding=3, bias=False),
-            bn(out_ch, bn_kw.get("bn_eps", 1e-5), bn_kw.get("bn_momentum", 0.1)),
+            norm_layer(out_ch),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(3, stride=2, padding=1),
         )
@@ -148,11 +150,9 @@ class MultiscaleHead(nn.Module):
     With one tapped state (no multiscale) this is the usual DenseNet head.
     """
 
-    def __init__(self, channels: list[int], num_classes: int, **bn_kw: float) -> None:
+    def __init__(self, channels: list[int], num_classes: int, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()
-        self.norms = nn.ModuleList(
-            bn(c, bn_kw.get("bn_eps", 1e-5), bn_kw.get("bn_momentum", 0.1)) for c in channels
-        )
+        self.norms = nn.ModuleList(norm_layer(c) for c in channels)
         self.classifier = nn.Linear(sum(channels), num_classes)
 
     def forward(self, states: list[torch.Tensor]) -> torch.Tensor:
@@ -160,11 +160,17 @@ class MultiscaleHead(nn.Module):
         return self.classifier(torch.cat(pooled, 1))
 
 
+def init_conv_kernel(weight: torch.Tensor) -> None:
+    """He-normal with the fan-in, as the official 2022 RKCNN code initialises every conv:
+    std sqrt(2 / (in_channels * kernel area))."""
+    nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu")
+
+
 def init_weights(model: nn.Module) -> None:
-    """The paper's initialisation: He-normal convs, Xavier linears, BN weight 1 / bias 0."""
+    """The paper's initialisation: He-normal convs (`init_conv_kernel`), Xavier linears, BN weight 1 / bias 0."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            init_conv_kernel(module.weight)
         elif isinstance(module, nn.Linear):
             nn.init.xavier_uniform_(module.weight)
             nn.init.zeros_(module.bias)

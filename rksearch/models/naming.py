@@ -1,39 +1,31 @@
-"""Model names <-> `ArchSpec`, both ways.
+"""RKCNN model names -> `ArchSpec` (``spec.name`` and ``spec.canonical`` write them back).
 
-Two naming families (rkcnn.md section 5):
+Two naming families (docs/models.md, "Names"):
 
 * ICLR: ``ERKNet-6x1 6x1 6x1``, ``IRKNet-5x1 5x1 5x1-AB``: one ``s x r`` term per period,
   suffix A = attentional transition, B = bottleneck.
 * 2022: ``RKCNN-E-5_5_5``, ``RKCNN-I-3_3_3``, ``RKCNN-R-3_3_3``: stages per period; r, u,
   neck and attention are knobs.
 
-Knobs not carried by the name (growth rate k, groups m, ...) are given beside it.
-``spec.canonical`` appends every knob in parentheses, e.g.
+Knobs not carried by the name (growth rate k, groups m, ...) are given beside it or in a
+trailing list, as for every family (`rksearch.models.knobs`); ``spec.canonical`` is the name
+with every knob in that list, e.g.
 ``ERKNet-6x1 6x1 6x1 (k=36, m=1, num_classes=10, stem=cifar, multiscale=true, dropout=0)``,
-and ``parse`` accepts that form too, so any spec round-trips through one string.
+so any spec round-trips through one string.  A knob left out takes `ArchSpec`'s default.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from typing import Any
 
-from rksearch.models.spec import DEFAULT_NECK, ArchSpec, SpecError
+from rksearch.models.knobs import DATASETS, SpecError, as_tuple, base_name, merge_knobs
+from rksearch.models.spec import DEFAULT_NECK, ArchSpec
 
 ICLR_RE = re.compile(
     r"^(?P<family>ERKNet|IRKNet)-(?P<terms>\d+\s*[x×]\s*\d+(?:\s+\d+\s*[x×]\s*\d+)*)(?:-(?P<suffix>[AB]+))?$"
 )
 RKCNN_RE = re.compile(r"^RKCNN-(?P<kind>[EIR])-(?P<stages>\d+(?:_\d+)*)$")
-KNOB_RE = re.compile(r"^(?P<name>.*?)\s*\((?P<knobs>[^()]*)\)\s*$")
-
-#: data sets -> (stem, classes, default number of periods)
-DATASETS: dict[str, tuple[str, int]] = {
-    "cifar10": ("cifar", 10),
-    "cifar100": ("cifar", 100),
-    "svhn": ("cifar", 10),
-    "digits": ("cifar", 10),
-    "imagenet": ("imagenet", 1000),
-}
 
 #: knobs `parse` takes beside a name; also the keys of the canonical string
 KNOBS = ("k", "m", "r", "u", "neck", "attention", "multiscale", "dropout", "num_classes", "stem", "dataset")
@@ -46,8 +38,8 @@ NAME_HELP = (
 
 
 def is_rkcnn_name(text: str) -> bool:
-    """True when `text` (optionally with a knob list) is an RKCNN family name."""
-    base = _split_knobs(text.strip())[0]
+    """True when `text` (optionally with a knob list) is an RKCNN family name; never raises."""
+    base = base_name(text)
     return bool(ICLR_RE.match(base) or RKCNN_RE.match(base))
 
 
@@ -55,155 +47,78 @@ def parse(text: str, **knobs: Any) -> ArchSpec:
     """Parse a model name (plus knobs given beside it) into a validated spec.
 
     Knobs: k (growth rate: int or one per period), m (groups: int or per period),
-    r (time-steps, 2022 names only), u (update iterations, RKCNN-I/R), neck (bottleneck
-    width as a multiple of k), attention, multiscale, dropout, num_classes, stem,
+    r (time-steps, 2022 names only), u (update iterations, RKCNN-I/R: int or per period,
+    0 in a period for no update layers there), neck (bottleneck width as a multiple of k),
+    attention, multiscale, dropout, num_classes, stem,
     dataset (cifar10 | cifar100 | svhn | digits | imagenet: sets stem and classes).
     A knob set to None counts as not given.
     """
-    unknown = sorted(set(knobs) - set(KNOBS))
-    if unknown:
-        raise SpecError(f"unknown knob(s) {unknown}; allowed: {', '.join(KNOBS)}")
-    base, embedded = _split_knobs(text.strip())
-    given = {k: v for k, v in knobs.items() if v is not None}
-    for key, value in embedded.items():
-        if key in given and _as_tuple(given[key]) != _as_tuple(value):
-            raise SpecError(f"{key}: the name says {value!r} but {given[key]!r} was given beside it")
-        given.setdefault(key, value)
-
-    stem, num_classes = _dataset_defaults(given)
+    base, given = merge_knobs("RKCNN", text, knobs, KNOBS)
     if (m := ICLR_RE.match(base)) is not None:
-        terms = [re.split(r"\s*[x×]\s*", t) for t in m["terms"].split()]
-        stages = tuple(int(s) for s, _ in terms)
-        steps = tuple(int(r) for _, r in terms)
-        if "r" in given and _per_period(given["r"], len(stages), "r") != steps:
-            raise SpecError(f"r: the name gives r = {steps}; do not also pass r={given['r']!r}")
-        suffix = m["suffix"] or ""
-        if len(set(suffix)) != len(suffix):
-            raise SpecError(f"suffix: repeated letter in '-{suffix}'; allowed letters: A, B")
-        form = "explicit" if m["family"] == "ERKNet" else "clique"
-        style, solver = "iclr", "gauss-seidel"
-        attention = _flag(given, "attention", "A" in suffix, "A")
-        has_b = "B" in suffix or given.get("neck") is not None
-        if "u" in given and given["u"] not in (0, None):
-            raise SpecError(f"u: update iterations exist only for RKCNN-I/RKCNN-R, not {m['family']}")
-        iterations: tuple[int, ...] = ()
+        fields = _iclr_fields(m, given)
     elif (m := RKCNN_RE.match(base)) is not None:
-        stages = tuple(int(s) for s in m["stages"].split("_"))
-        steps = _per_period(given.get("r", 1), len(stages), "r")
-        kind = m["kind"]
-        form = "explicit" if kind == "E" else "update"
-        solver = "jacobi" if kind == "R" else "gauss-seidel"
-        style = "rkcnn"
-        attention = bool(given.get("attention", False))
-        has_b = given.get("neck") is not None
-        if kind == "E":
-            if given.get("u") not in (None, 0):
-                raise SpecError("u: RKCNN-E is the u = 0 member; update iterations need RKCNN-I or RKCNN-R")
-            iterations = ()
-        else:
-            iterations = _per_period(given.get("u", 1), len(stages), "u")
+        fields = _rkcnn_fields(m, given)
     else:
         raise SpecError(f"bad model name {text!r}: {NAME_HELP}")
-
-    periods = len(stages)
-    default_k = 32 if stem == "imagenet" else 36
-    default_m: Any = (2, 4, 8, 16)[:periods] if stem == "imagenet" and periods <= 4 else 1
+    periods = len(fields["stages"])
     neck = given.get("neck")
-    if has_b and neck is None:
-        neck = DEFAULT_NECK[form]
+    if fields.pop("bottleneck") and neck is None:
+        neck = DEFAULT_NECK[fields["form"]]
+    stem, num_classes = _stem_and_classes(given)
     return ArchSpec(
-        stages=stages,
-        steps=steps,
-        growth=_per_period(given.get("k", default_k), periods, "k"),
-        groups=_per_period(given.get("m", default_m), periods, "m"),
-        form=form,  # type: ignore[arg-type]
-        solver=solver,  # type: ignore[arg-type]
-        iterations=iterations,
+        **fields,
+        growth=_per_period(given["k"], periods, "k") if "k" in given else None,
+        groups=_per_period(given["m"], periods, "m") if "m" in given else None,
         neck=_int_or_none(neck, "neck"),
-        attention=attention,
-        multiscale=_bool(given.get("multiscale", stem != "imagenet"), "multiscale"),
+        multiscale=_bool(given["multiscale"], "multiscale") if "multiscale" in given else None,
         dropout=float(given.get("dropout", 0.0)),
         stem=stem,  # type: ignore[arg-type]
-        num_classes=int(num_classes),
-        style=style,  # type: ignore[arg-type]
+        num_classes=num_classes,
     )
 
 
-def format_name(spec: ArchSpec) -> str:
-    """The paper's name of `spec` (knobs not carried by the name are left out)."""
-    if spec.style == "iclr":
-        family = "ERKNet" if spec.form == "explicit" else "IRKNet"
-        terms = " ".join(f"{s}x{r}" for s, r in zip(spec.stages, spec.steps))
-        suffix = ("A" if spec.attention else "") + ("B" if spec.bottleneck else "")
-        return f"{family}-{terms}" + (f"-{suffix}" if suffix else "")
-    kind = "E" if spec.form == "explicit" else ("R" if spec.solver == "jacobi" else "I")
-    return f"RKCNN-{kind}-" + "_".join(str(s) for s in spec.stages)
+def _iclr_fields(m: re.Match[str], given: dict[str, Any]) -> dict[str, Any]:
+    """What an ICLR name (``ERKNet-6x1 6x1 6x1-AB``) says: stages and steps per period, form, A and B."""
+    terms = [re.split(r"\s*[x×]\s*", t) for t in m["terms"].split()]
+    stages = tuple(int(s) for s, _ in terms)
+    steps = tuple(int(r) for _, r in terms)
+    if "r" in given and _per_period(given["r"], len(stages), "r") != steps:
+        raise SpecError(f"r: the name gives r = {steps}; do not also pass r={given['r']!r}")
+    suffix = m["suffix"] or ""
+    if len(set(suffix)) != len(suffix):
+        raise SpecError(f"suffix: repeated letter in '-{suffix}'; allowed letters: A, B")
+    if given.get("u", 0) != 0:
+        raise SpecError(f"u: update iterations exist only for RKCNN-I/RKCNN-R, not {m['family']}")
+    return {"stages": stages, "steps": steps, "form": "explicit" if m["family"] == "ERKNet" else "clique",
+            "style": "iclr", "attention": _flag(given, "attention", "A" in suffix, "A"),
+            "bottleneck": "B" in suffix}
 
 
-def format_canonical(spec: ArchSpec) -> str:
-    """Name plus every knob, in a fixed order: one string per spec."""
-    knobs: list[tuple[str, str]] = [("k", _fmt(spec.growth)), ("m", _fmt(spec.groups))]
-    if spec.style == "rkcnn":
-        knobs.append(("r", _fmt(spec.steps)))
-        if spec.form == "update":
-            knobs.append(("u", _fmt(spec.iterations)))
-        knobs.append(("attention", _fmt(spec.attention)))
-    if spec.neck is not None:
-        knobs.append(("neck", str(spec.neck)))
-    knobs += [
-        ("num_classes", str(spec.num_classes)),
-        ("stem", spec.stem),
-        ("multiscale", _fmt(spec.multiscale)),
-        ("dropout", _fmt(spec.dropout)),
-    ]
-    return f"{format_name(spec)} (" + ", ".join(f"{k}={v}" for k, v in knobs) + ")"
+def _rkcnn_fields(m: re.Match[str], given: dict[str, Any]) -> dict[str, Any]:
+    """What a 2022 name (``RKCNN-I-3_3_3``) and its r, u and attention knobs say."""
+    stages = tuple(int(s) for s in m["stages"].split("_"))
+    kind = m["kind"]
+    if kind == "E" and given.get("u", 0) != 0:
+        raise SpecError("u: RKCNN-E is the u = 0 member; update iterations need RKCNN-I or RKCNN-R")
+    return {"stages": stages, "steps": _per_period(given.get("r", 1), len(stages), "r"),
+            "form": "explicit" if kind == "E" else "update", "solver": "jacobi" if kind == "R" else "gauss-seidel",
+            "style": "rkcnn", "iterations": () if kind == "E" else _per_period(given.get("u", 1), len(stages), "u"),
+            "attention": _bool(given.get("attention", False), "attention"), "bottleneck": False}
 
 
-# ---- helpers -----------------------------------------------------------------
-def _split_knobs(text: str, allowed: tuple[str, ...] = KNOBS) -> tuple[str, dict[str, Any]]:
-    """'Name (key=value, ...)' -> ('Name', {key: value}); `allowed` lists the keys the caller's family takes."""
-    m = KNOB_RE.match(text)
-    if m is None:
-        return text, {}
-    knobs: dict[str, Any] = {}
-    # knob values may contain commas (k=12,24,48), so split on ', key=' boundaries
-    for key, value in re.findall(r"(\w+)=([^=]*?)(?=,\s*\w+=|$)", m["knobs"].strip()):
-        if key not in allowed:
-            raise SpecError(f"unknown knob {key!r} in {text!r}; allowed: {', '.join(allowed)}")
-        knobs[key] = _parse_value(value.strip())
-    return m["name"].strip(), knobs
-
-
-def _parse_value(value: str) -> Any:
-    low = value.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low == "none":
-        return None
-    if "," in value:
-        return tuple(int(v) for v in value.split(","))
-    try:
-        return int(value)
-    except ValueError:
-        try:
-            return float(value)
-        except ValueError:
-            return value
-
-
-def _dataset_defaults(given: dict[str, Any]) -> tuple[str, int]:
+def _stem_and_classes(given: dict[str, Any]) -> tuple[str, int | None]:
+    """The stem and classes the knobs ask for: explicit ones first, then the data set's (None: the stem's default)."""
     dataset = given.get("dataset")
-    if dataset is not None:
-        if dataset not in DATASETS:
-            raise SpecError(f"dataset: {dataset!r} is not one of {', '.join(DATASETS)}")
-        stem, classes = DATASETS[dataset]
-    else:
-        stem, classes = given.get("stem", "cifar"), (1000 if given.get("stem") == "imagenet" else 10)
+    if dataset is None:
+        return given.get("stem", "cifar"), given.get("num_classes")
+    if dataset not in DATASETS:
+        raise SpecError(f"dataset: {dataset!r} is not one of {', '.join(DATASETS)}")
+    stem, classes = DATASETS[dataset]
     return given.get("stem", stem), given.get("num_classes", classes)
 
 
 def _per_period(value: Any, periods: int, name: str) -> tuple[int, ...]:
-    values = _as_tuple(value)
+    values = as_tuple(value)
     if len(values) == 1:
         values = values * periods
     if len(values) != periods:
@@ -212,14 +127,6 @@ def _per_period(value: Any, periods: int, name: str) -> tuple[int, ...]:
         return tuple(int(v) for v in values)
     except (TypeError, ValueError):
         raise SpecError(f"{name}: must be integers, got {value!r}") from None
-
-
-def _as_tuple(value: Any) -> tuple[Any, ...]:
-    if isinstance(value, str):
-        return tuple(v.strip() for v in value.split(",") if v.strip())
-    if isinstance(value, Iterable):
-        return tuple(value)
-    return (value,)
 
 
 def _flag(given: dict[str, Any], key: str, from_name: bool, letter: str) -> bool:
@@ -253,11 +160,4 @@ def _int_or_none(value: Any, key: str) -> int | None:
         raise SpecError(f"{key}: must be an integer multiple of k like 4 or '4k', got {value!r}") from None
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, tuple):
-        return str(value[0]) if len(set(value)) == 1 else ",".join(str(v) for v in value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
+__all__ = ["DATASETS", "KNOBS", "NAME_HELP", "is_rkcnn_name", "parse"]

@@ -23,20 +23,21 @@ import os
 import random
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from rksearch import cost as costs
-from rksearch.models import ArchSpec, SpecError, baselines, is_rkcnn_name, parse
+from rksearch.models import ArchSpec, ModelSpec, SpecError, find_family
 from rksearch.search.schema import PER_PERIOD_FIELDS, TRAIN_FIELDS, Choice, Continuous, IntRange, Study
 from rksearch.training.config import TrialConfig
 from rksearch.training.data import CLASSES, stem_for
 from rksearch.training.runtime import planned as planned_runtime
 
-#: what an unset architecture field means (rkcnn.md; the ICLR models' k=12 CIFAR default)
-ARCH_DEFAULTS = {"form": "explicit", "stages": 3, "steps": 1, "growth": 12, "groups": 1}
-#: study field -> the knob `models.parse` takes beside a name
+#: stages per period of a study that gives neither a model name nor stages (every other unset
+#: architecture field means what `ArchSpec` says, as it does beside a model name)
+DEFAULT_STAGES = 3
+#: study field -> the knob a model family's parser takes beside a name
 NAME_KNOBS = {"growth": "k", "groups": "m", "steps": "r", "iterations": "u", "neck": "neck",
               "attention": "attention", "multiscale": "multiscale", "dropout": "dropout"}
 
@@ -205,20 +206,18 @@ class Planner:
         """The trial an assignment means; invalid or over-budget trials carry a `problem`."""
         arch, train = self._split(assignment)
         try:
-            model_name, canonical, knobs, spec = self._model(arch)
-            config = self._config(canonical if spec is not None else model_name, knobs, train, seed)
+            spec = self._model(arch)
+            config = self._config(spec.canonical, train, seed)
         except (SpecError, ValueError) as exc:
             label = arch.get("name") or "RKCNN (" + ", ".join(f"{k}={v}" for k, v in assignment.items()) + ")"
             key = _hash({"invalid": assignment, "seed": seed})
             return PlannedTrial(key, str(label), str(label), assignment, seed, {},
                                 problem=f"invalid architecture: {_first_line(exc)}")
-        model = spec if spec is not None else model_name
-        cost = costs.count(model, self.image_size, **knobs)
+        cost = costs.count(spec, self.image_size)
         batch = config["data"]["batch_size"]
-        memory = costs.training_memory(model, batch, self.image_size, momentum=config["optim"]["momentum"] > 0,
-                                       **knobs)
+        memory = costs.training_memory(spec, batch, self.image_size, momentum=config["optim"]["momentum"] > 0)
         key = _hash(_identity(config))
-        return PlannedTrial(key, model_name, canonical, assignment, seed, config, cost, memory,
+        return PlannedTrial(key, spec.name, spec.canonical, assignment, seed, config, cost, memory,
                             self._over_budget(cost) or self._over_memory(memory, batch))
 
     @property
@@ -242,48 +241,39 @@ class Planner:
             arch[dim] = [by_period[p] for p in sorted(by_period)]
         return arch, train
 
-    def _model(self, arch: dict[str, Any]) -> tuple[str, str, dict[str, Any], ArchSpec | None]:
-        """(name, canonical, knobs for `build`, spec or None for a baseline)."""
-        classes, stem = self.num_classes, stem_for(self.image_size)
+    def _model(self, arch: dict[str, Any]) -> ModelSpec:
+        """The spec of a model name plus the fixed and searched fields as its knobs, or of the fields alone
+        (an RKCNN); the stem and classes come from the data."""
+        stem, classes = stem_for(self.image_size), self.num_classes
         name = arch.pop("name", None)
-        if name is not None and not is_rkcnn_name(name):
-            knobs = {NAME_KNOBS.get(k, k): v for k, v in arch.items()}
-            knobs.update(num_classes=classes, dataset=self._dataset_knob())
-            spec = baselines.parse(name, **knobs)
-            return spec.name, spec.canonical, knobs, None
-        if name is not None:
-            knobs = {NAME_KNOBS[k]: v for k, v in arch.items() if k in NAME_KNOBS}
-            extra = sorted(set(arch) - set(NAME_KNOBS))
-            if extra:
-                raise SpecError(f"{', '.join(extra)}: set by the model name {name!r}; remove them or drop the name")
-            spec = parse(name, stem=stem, num_classes=classes, **knobs)
-        else:
-            spec = self._spec(arch, stem, classes)
-        return spec.name, spec.canonical, {}, spec
+        if name is None:
+            return self._spec(arch, stem, classes)
+        extra = sorted(set(arch) - set(NAME_KNOBS))
+        if extra:
+            raise SpecError(f"{', '.join(extra)}: set by the model name {name!r}; remove them or drop the name")
+        knobs = {NAME_KNOBS[k]: v for k, v in arch.items()}
+        return find_family(name).parse(name, stem=stem, num_classes=classes, **knobs)
 
     def _spec(self, arch: dict[str, Any], stem: str, classes: int) -> ArchSpec:
-        fields = {**ARCH_DEFAULTS, **arch}
+        fields = {"stages": DEFAULT_STAGES, **arch}
         periods = fields.pop("periods", None) or self.periods
-        form = fields["form"]
-        fields.setdefault("style", "rkcnn" if form == "update" else "iclr")
-        if form != "update":
-            fields.pop("iterations", None)
+        if fields.get("form", "explicit") != "update":
+            fields.pop("iterations", None)  # a space may search u across forms; only the update form has it
         for name in PER_PERIOD_FIELDS:
-            if name in fields and not isinstance(fields[name], list):
-                fields[name] = (fields[name],) * periods
-            elif name in fields:
-                fields[name] = tuple(fields[name])
+            if name in fields:
+                value = fields[name]
+                fields[name] = tuple(value) if isinstance(value, list) else (value,) * periods
         return ArchSpec(stem=stem, num_classes=classes, **fields)
 
-    def _config(self, model_name: str, knobs: dict[str, Any], train: dict[str, Any], seed: int) -> dict[str, Any]:
+    def _config(self, model: str, train: dict[str, Any], seed: int) -> dict[str, Any]:
+        """The trial's full config; `model` is the spec's canonical string, which carries every knob."""
         study = self.study
         data = study.data.model_dump(mode="json", exclude_unset=True)
         optim = study.train.model_dump(mode="json", exclude_unset=True)
         for dim, value in train.items():
             (data if TRAIN_FIELDS[dim] == "data" else optim)[dim] = value
         config = TrialConfig.model_validate({
-            "model": {"name": model_name, "knobs": {k: v for k, v in knobs.items()
-                                                  if k != "dataset" or v == study.data.dataset}},
+            "model": {"name": model, "knobs": {}},
             "data": data, "optim": optim,
             "runtime": planned_runtime(study.runtime, study.resources.gpu).model_dump(mode="json", exclude_unset=True),
             "seed": seed,
@@ -300,10 +290,6 @@ class Planner:
             found = [p for p in train_dir.iterdir() if p.is_dir()] if train_dir.is_dir() else []
             return len(found) or 1000
         return CLASSES[data.dataset]
-
-    def _dataset_knob(self) -> str:
-        dataset = self.study.data.dataset
-        return dataset if dataset in ("cifar10", "cifar100", "svhn", "imagenet") else "cifar10"
 
     def _over_budget(self, cost: costs.Cost) -> str | None:
         b = self.study.budgets
@@ -362,17 +348,3 @@ def _hash(obj: Any) -> str:
 def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
-
-def describe(trials: list[PlannedTrial]) -> Iterator[str]:
-    """Lines of a dry-run table: model, searched values, params, FLOPs, memory to train, what will happen."""
-    rows = [(t.model_name, " ".join(f"{k}={v}" for k, v in t.assignment.items())) for t in trials]
-    name_w = max([len(n) for n, _ in rows] + [5])
-    dims_w = max([len(d) for _, d in rows] + [6])
-    yield (f"{'#':>4}  {'model':<{name_w}}  {'values':<{dims_w}}  {'seed':>4}  {'params':>9}  {'GFLOPs':>8}  "
-           f"{'memory':>6}  plan")
-    for i, (t, (name, dims)) in enumerate(zip(trials, rows), 1):
-        params = f"{t.cost.params / 1e6:.3f}M" if t.cost else "-"
-        flops = f"{t.cost.flops / 1e9:.3f}" if t.cost else "-"
-        memory = costs.human_bytes(t.memory.total, compact=True) if t.memory else "-"
-        yield (f"{i:>4}  {name:<{name_w}}  {dims:<{dims_w}}  {t.seed:>4}  {params:>9}  {flops:>8}  {memory:>6}  "
-               f"{t.problem or 'train'}")

@@ -1,39 +1,16 @@
-"""What the baseline specs share: knobs beside the name or in ``(key=value, ...)``, data sets,
-canonical strings.
+"""What the baseline specs share beyond the knob rules of every family (`rksearch.models.knobs`):
+the data-set check of a fixed stem, and validation of the knobs they take.
 
-Every baseline spec is a frozen dataclass with ``name`` (the paper's name), ``canonical``
-(name plus every knob, so ``parse(spec.canonical) == spec``) and ``build()``.  The knob
-rules mirror those of the RKCNN names so a study can treat both alike.
+Every baseline spec is a frozen dataclass with ``family`` (its registered family), ``name``
+(the paper's name), ``canonical`` (name plus every knob, so that parsing it gives the spec
+back) and ``default_image_size``; its family (`rksearch.models.registry.Family`) builds it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from rksearch.models.naming import DATASETS, _fmt, _parse_value, _split_knobs
-from rksearch.models.spec import SpecError
-
-
-def base_name(text: str) -> str:
-    """The name without its ``(knob=value, ...)`` list; family matchers use it and never raise."""
-    return text.split("(", 1)[0].strip()
-
-
-def gather_knobs(family: str, text: str, knobs: dict[str, Any], allowed: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
-    """Split ``text`` into its base name and embedded knobs, merged with the knobs given beside it.
-
-    A knob given both ways must agree; a knob set to None counts as not given.
-    """
-    unknown = sorted(set(knobs) - set(allowed))
-    if unknown:
-        raise SpecError(f"{family}: unknown knob(s) {unknown}; allowed: {', '.join(allowed)}")
-    base, embedded = _split_knobs(text.strip(), allowed)
-    given = {k: _parse_value(v) if isinstance(v, str) else v for k, v in knobs.items() if v is not None}
-    for key, value in embedded.items():
-        if key in given and given[key] != value:
-            raise SpecError(f"{key}: the name says {value!r} but {given[key]!r} was given beside it")
-        given.setdefault(key, value)
-    return base, given
+from rksearch.models.knobs import DATASETS, SpecError
 
 
 def num_classes(family: str, given: dict[str, Any], stem: str) -> int:
@@ -64,8 +41,3 @@ def as_dropout(family: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise SpecError(f"{family}: dropout must be a number in [0, 1), got {value!r}")
     return float(value)
-
-
-def canonical(name: str, **knobs: Any) -> str:
-    """``Name (key=value, ...)`` in the order given: one string per spec."""
-    return f"{name} (" + ", ".join(f"{k}={_fmt(v)}" for k, v in knobs.items()) + ")"

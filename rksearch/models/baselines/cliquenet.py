@@ -32,11 +32,17 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from rksearch.models.baselines._common import as_dropout, as_int, base_name, canonical, gather_knobs, num_classes
+from rksearch.models.baselines._common import as_dropout, as_int, num_classes
 from rksearch.models.blocks import CliqueStep
-from rksearch.models.layers import BNReLUConv, MultiscaleHead, Transition, init_weights, make_stem
-from rksearch.models.registry import register_family
-from rksearch.models.spec import SpecError
+from rksearch.models.knobs import SpecError, base_name, canonical, merge_knobs
+from rksearch.models.layers import (
+    BNReLUConv,
+    MultiscaleHead,
+    Transition,
+    init_weights,
+    make_stem,
+)
+from rksearch.models.registry import Family, register_family
 
 #: channels of the stem conv on CIFAR/SVHN (reference code: first_transit(..., channels=64))
 STEM_CHANNELS = 64
@@ -55,7 +61,7 @@ class CliqueNetSpec:
     num_classes: int = 10
     dropout: float = 0.0
 
-    FAMILY: ClassVar[str] = "CliqueNet"
+    family: ClassVar[str] = "CliqueNet"
     #: the input size its costs are quoted at (its stem is fixed by the name)
     default_image_size: ClassVar[int] = 32
     KNOBS: ClassVar[tuple[str, ...]] = ("k", "dataset", "num_classes", "stem", "dropout")
@@ -65,12 +71,12 @@ class CliqueNetSpec:
                            "C (compression), e.g. 'CliqueNet-T12' or 'CliqueNet-T30-ABC'; k beside the name")
 
     def __post_init__(self) -> None:
-        as_int(self.FAMILY, "T", self.layers, minimum=6)
+        as_int(self.family, "T", self.layers, minimum=6)
         if self.layers % 3:
-            raise SpecError(f"{self.FAMILY}: T = {self.layers} is not divisible by the 3 blocks; {self.HELP}")
-        as_int(self.FAMILY, "k", self.growth, minimum=1)
-        as_int(self.FAMILY, "num_classes", self.num_classes, minimum=2)
-        object.__setattr__(self, "dropout", as_dropout(self.FAMILY, self.dropout))
+            raise SpecError(f"{self.family}: T = {self.layers} is not divisible by the 3 blocks; {self.HELP}")
+        as_int(self.family, "k", self.growth, minimum=1)
+        as_int(self.family, "num_classes", self.num_classes, minimum=2)
+        object.__setattr__(self, "dropout", as_dropout(self.family, self.dropout))
 
     @staticmethod
     def matches(text: str) -> bool:
@@ -78,15 +84,15 @@ class CliqueNetSpec:
 
     @classmethod
     def parse(cls, text: str, **knobs: Any) -> "CliqueNetSpec":
-        base, given = gather_knobs(cls.FAMILY, text, knobs, cls.KNOBS)
+        base, given = merge_knobs(cls.family, text, knobs, cls.KNOBS)
         m = cls.NAME_RE.match(base)
         if m is None:
-            raise SpecError(f"bad {cls.FAMILY} name {text!r}: {cls.HELP}")
+            raise SpecError(f"bad {cls.family} name {text!r}: {cls.HELP}")
         options = m["options"] or ""
         if set(options) - set(OPTIONS) or len(set(options)) != len(options):
-            raise SpecError(f"{cls.FAMILY}: options suffix '-{options}' must use each of A, B, C at most once")
+            raise SpecError(f"{cls.family}: options suffix '-{options}' must use each of A, B, C at most once")
         return cls(int(m["layers"]), given.get("k", 36), "A" in options, "B" in options, "C" in options,
-                   num_classes(cls.FAMILY, given, "cifar"), given.get("dropout", 0.0))
+                   num_classes(cls.family, given, "cifar"), given.get("dropout", 0.0))
 
     @property
     def layers_per_block(self) -> int:
@@ -104,9 +110,6 @@ class CliqueNetSpec:
     @property
     def canonical(self) -> str:
         return canonical(self.name, k=self.growth, num_classes=self.num_classes, dropout=self.dropout)
-
-    def build(self, memory_efficient: bool = False) -> "CliqueNet":
-        return CliqueNet(self, memory_efficient)
 
 
 class CliqueNet(nn.Module):
@@ -146,7 +149,6 @@ class CliqueNet(nn.Module):
         return self.head(block_features)
 
 
-@register_family(CliqueNetSpec.FAMILY, CliqueNetSpec.matches, "CliqueNet-T12")
-def build_cliquenet(name: str, memory_efficient: bool = False, **knobs: Any) -> nn.Module:
-    """`memory_efficient`: the clique block recomputes its concatenations in the backward pass."""
-    return CliqueNetSpec.parse(name, **knobs).build(memory_efficient)
+#: `memory_efficient`: the clique blocks recompute their concatenations in the backward pass
+register_family(Family(name=CliqueNetSpec.family, example="CliqueNet-T12", matches=CliqueNetSpec.matches,
+                       parse=CliqueNetSpec.parse, build=CliqueNet))

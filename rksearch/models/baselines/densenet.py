@@ -13,11 +13,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from rksearch.models.baselines._common import as_dropout, as_int, base_name, canonical, gather_knobs, num_classes
+from rksearch.models.baselines._common import as_dropout, as_int, num_classes
 from rksearch.models.blocks import ExplicitStep
+from rksearch.models.knobs import SpecError, base_name, canonical, merge_knobs
 from rksearch.models.layers import MultiscaleHead, Transition, init_weights, make_stem
-from rksearch.models.registry import register_family
-from rksearch.models.spec import SpecError
+from rksearch.models.registry import Family, register_family
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class DenseNetBCSpec:
     num_classes: int = 10
     dropout: float = 0.0
 
-    FAMILY: ClassVar[str] = "DenseNet-BC"
+    family: ClassVar[str] = "DenseNet-BC"
     #: the input size its costs are quoted at (its stem is fixed by the name)
     default_image_size: ClassVar[int] = 32
     KNOBS: ClassVar[tuple[str, ...]] = ("k", "dataset", "num_classes", "stem", "dropout")
@@ -42,12 +42,12 @@ class DenseNetBCSpec:
     HELP: ClassVar[str] = "expected 'DenseNet-BC-<depth>' with depth = 6n + 4, n >= 1, e.g. 'DenseNet-BC-100'"
 
     def __post_init__(self) -> None:
-        as_int(self.FAMILY, "depth", self.depth, minimum=10)
+        as_int(self.family, "depth", self.depth, minimum=10)
         if (self.depth - 4) % 6:
-            raise SpecError(f"{self.FAMILY}: depth {self.depth} is not 6n + 4; {self.HELP}")
-        as_int(self.FAMILY, "k", self.growth, minimum=1)
-        as_int(self.FAMILY, "num_classes", self.num_classes, minimum=2)
-        object.__setattr__(self, "dropout", as_dropout(self.FAMILY, self.dropout))
+            raise SpecError(f"{self.family}: depth {self.depth} is not 6n + 4; {self.HELP}")
+        as_int(self.family, "k", self.growth, minimum=1)
+        as_int(self.family, "num_classes", self.num_classes, minimum=2)
+        object.__setattr__(self, "dropout", as_dropout(self.family, self.dropout))
 
     @staticmethod
     def matches(text: str) -> bool:
@@ -55,11 +55,11 @@ class DenseNetBCSpec:
 
     @classmethod
     def parse(cls, text: str, **knobs: Any) -> "DenseNetBCSpec":
-        base, given = gather_knobs(cls.FAMILY, text, knobs, cls.KNOBS)
+        base, given = merge_knobs(cls.family, text, knobs, cls.KNOBS)
         m = cls.NAME_RE.match(base)
         if m is None:
-            raise SpecError(f"bad {cls.FAMILY} name {text!r}: {cls.HELP}")
-        return cls(int(m["depth"]), given.get("k", 12), num_classes(cls.FAMILY, given, "cifar"),
+            raise SpecError(f"bad {cls.family} name {text!r}: {cls.HELP}")
+        return cls(int(m["depth"]), given.get("k", 12), num_classes(cls.family, given, "cifar"),
                    given.get("dropout", 0.0))
 
     @property
@@ -73,9 +73,6 @@ class DenseNetBCSpec:
     @property
     def canonical(self) -> str:
         return canonical(self.name, k=self.growth, num_classes=self.num_classes, dropout=self.dropout)
-
-    def build(self, memory_efficient: bool = False) -> "DenseNetBC":
-        return DenseNetBC(self, memory_efficient)
 
 
 class DenseNetBC(nn.Module):
@@ -118,7 +115,7 @@ class ImageNetDenseNetSpec:
     num_classes: int = 1000
     dropout: float = 0.0
 
-    FAMILY: ClassVar[str] = "DenseNet (ImageNet)"
+    family: ClassVar[str] = "DenseNet (ImageNet)"
     #: the input size its costs are quoted at: torchvision's 224x224
     default_image_size: ClassVar[int] = 224
     DEPTHS: ClassVar[tuple[int, ...]] = (121, 161, 169, 201)
@@ -129,9 +126,9 @@ class ImageNetDenseNetSpec:
 
     def __post_init__(self) -> None:
         if self.depth not in self.DEPTHS:
-            raise SpecError(f"{self.FAMILY}: no DenseNet-{self.depth}; {self.HELP}")
-        as_int(self.FAMILY, "num_classes", self.num_classes, minimum=2)
-        object.__setattr__(self, "dropout", as_dropout(self.FAMILY, self.dropout))
+            raise SpecError(f"{self.family}: no DenseNet-{self.depth}; {self.HELP}")
+        as_int(self.family, "num_classes", self.num_classes, minimum=2)
+        object.__setattr__(self, "dropout", as_dropout(self.family, self.dropout))
 
     @staticmethod
     def matches(text: str) -> bool:
@@ -139,11 +136,11 @@ class ImageNetDenseNetSpec:
 
     @classmethod
     def parse(cls, text: str, **knobs: Any) -> "ImageNetDenseNetSpec":
-        base, given = gather_knobs(cls.FAMILY, text, knobs, cls.KNOBS)
+        base, given = merge_knobs(cls.family, text, knobs, cls.KNOBS)
         m = cls.NAME_RE.match(base)
         if m is None:
             raise SpecError(f"bad DenseNet name {text!r}: {cls.HELP}")
-        return cls(int(m["depth"]), num_classes(cls.FAMILY, given, "imagenet"), given.get("dropout", 0.0))
+        return cls(int(m["depth"]), num_classes(cls.family, given, "imagenet"), given.get("dropout", 0.0))
 
     @property
     def name(self) -> str:
@@ -153,18 +150,17 @@ class ImageNetDenseNetSpec:
     def canonical(self) -> str:
         return canonical(self.name, num_classes=self.num_classes, dropout=self.dropout)
 
-    def build(self, memory_efficient: bool = False) -> nn.Module:
-        """torchvision's builder with weights=None: nothing is downloaded, its own initialisation."""
-        from rksearch.models.baselines.torchvision_densenet import densenet  # imports torchvision: only when built
 
-        return densenet(self.depth, self.num_classes, self.dropout, memory_efficient)
+def build_imagenet_densenet(spec: ImageNetDenseNetSpec, memory_efficient: bool = False) -> nn.Module:
+    """torchvision's builder with weights=None: nothing is downloaded, its own initialisation."""
+    from rksearch.models.baselines.torchvision_densenet import (
+        densenet,  # imports torchvision: only when built
+    )
 
-
-@register_family(DenseNetBCSpec.FAMILY, DenseNetBCSpec.matches, "DenseNet-BC-100")
-def build_densenet_bc(name: str, memory_efficient: bool = False, **knobs: Any) -> nn.Module:
-    return DenseNetBCSpec.parse(name, **knobs).build(memory_efficient)
+    return densenet(spec.depth, spec.num_classes, spec.dropout, memory_efficient)
 
 
-@register_family(ImageNetDenseNetSpec.FAMILY, ImageNetDenseNetSpec.matches, "DenseNet-121")
-def build_imagenet_densenet(name: str, memory_efficient: bool = False, **knobs: Any) -> nn.Module:
-    return ImageNetDenseNetSpec.parse(name, **knobs).build(memory_efficient)
+register_family(Family(name=DenseNetBCSpec.family, example="DenseNet-BC-100", matches=DenseNetBCSpec.matches,
+                       parse=DenseNetBCSpec.parse, build=DenseNetBC))
+register_family(Family(name=ImageNetDenseNetSpec.family, example="DenseNet-121", matches=ImageNetDenseNetSpec.matches,
+                       parse=ImageNetDenseNetSpec.parse, build=build_imagenet_densenet))

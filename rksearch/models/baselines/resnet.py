@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rksearch.models.baselines._common import as_int, base_name, canonical, gather_knobs, num_classes
-from rksearch.models.layers import BNReLUConv, MultiscaleHead, bn, init_weights, make_stem
-from rksearch.models.registry import register_family
-from rksearch.models.spec import SpecError
+from rksearch.models.baselines._common import as_int, num_classes
+from rksearch.models.knobs import SpecError, base_name, canonical, merge_knobs
+from rksearch.models.layers import BNReLUConv, MultiscaleHead, init_weights, make_stem
+from rksearch.models.registry import Family, register_family
 
 WIDTHS = (16, 32, 64)
 
@@ -66,7 +66,7 @@ class ResNetSpec:
     @classmethod
     def parse(cls, text: str, **knobs: Any) -> "ResNetSpec":
         family = "LM-ResNet" if cls.matches_lm(text) else "PreActResNet"
-        base, given = gather_knobs(family, text, knobs, cls.KNOBS)
+        base, given = merge_knobs(family, text, knobs, cls.KNOBS)
         m = cls.NAME_RE.match(base)
         if m is None:
             raise SpecError(f"bad {family} name {text!r}: {cls.HELP}")
@@ -88,16 +88,13 @@ class ResNetSpec:
     def canonical(self) -> str:
         return canonical(self.name, num_classes=self.num_classes)
 
-    def build(self, memory_efficient: bool = False) -> "PreActResNet":
-        return PreActResNet(self)
-
 
 class PreActBlock(nn.Module):
     """Basic pre-activation block: f(x) = conv3x3(BN-ReLU(conv3x3(BN-ReLU(x)))), plus its shortcut."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
         super().__init__()
-        self.norm = bn(in_ch)
+        self.norm = nn.BatchNorm2d(in_ch)
         self.conv = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
         self.second = BNReLUConv(out_ch, out_ch, 3)
         changes_shape = stride != 1 or in_ch != out_ch
@@ -147,13 +144,12 @@ class PreActResNet(nn.Module):
         return self.head([x])
 
 
-@register_family("PreActResNet", ResNetSpec.matches_preact, "PreActResNet-110")
-def build_preact_resnet(name: str, memory_efficient: bool = False, **knobs: Any) -> nn.Module:
-    """`memory_efficient` is accepted for a uniform interface and has no effect here."""
-    return ResNetSpec.parse(name, **knobs).build(memory_efficient)
+def build_resnet(spec: ResNetSpec, memory_efficient: bool = False) -> PreActResNet:
+    """`memory_efficient` is accepted for a uniform interface: these blocks have no concatenation to recompute."""
+    return PreActResNet(spec)
 
 
-@register_family("LM-ResNet", ResNetSpec.matches_lm, "LM-ResNet-110")
-def build_lm_resnet(name: str, memory_efficient: bool = False, **knobs: Any) -> nn.Module:
-    """`memory_efficient` is accepted for a uniform interface and has no effect here."""
-    return ResNetSpec.parse(name, **knobs).build(memory_efficient)
+register_family(Family(name="PreActResNet", example="PreActResNet-110", matches=ResNetSpec.matches_preact,
+                       parse=ResNetSpec.parse, build=build_resnet))
+register_family(Family(name="LM-ResNet", example="LM-ResNet-110", matches=ResNetSpec.matches_lm,
+                       parse=ResNetSpec.parse, build=build_resnet))
