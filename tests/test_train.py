@@ -62,7 +62,7 @@ class _Recorded:
 
 def test_the_test_set_is_read_only_after_the_last_epoch_and_selection_never_sees_it(monkeypatch) -> None:
     """The protocol, by instrumenting the data source: validation selects, test reports once."""
-    from rksearch.search.engine import blind
+    from rksearch.search.schedulers import blind
     from rksearch.training import loop as train_module
 
     events: list[tuple[str, int]] = []

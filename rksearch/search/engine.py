@@ -1,21 +1,22 @@
 """Ray Tune + Optuna execution of a validated study.
 
-Data flow (architecture.md): the `Planner` prices every trial on the driver; budgets, invalid
+The driver's data flow: the `Planner` prices every trial on the driver; budgets, invalid
 architectures and trials already in the database are settled there and recorded as skipped /
 reused / done; what is left goes to Ray Tune.  Grid and random studies hand Tune the exact list
-of planned trials; Optuna studies go through `PlannedSearcher`, which prices each suggestion on
-the driver and never lets an over-budget or duplicate point reach a worker.  Workers run
+of planned trials; Optuna studies go through `rksearch.search.searcher.PlannedSearcher`, which
+prices each suggestion on the driver and never lets an over-budget or duplicate point reach a
+worker.  Workers run
 `rksearch.search.trainable.train_planned`, which re-derives the trial from its assignment and calls
-`train.run_trial`, reporting every epoch with its checkpoint; the driver's `StoreCallback` is
-the only writer.
+`rksearch.training.loop.run_trial`, reporting every epoch with its checkpoint; the driver's
+`StoreCallback` is the only writer.
 
 Fault tolerance: Tune's `FailureConfig` retries a trial whose worker died from its last reported
 checkpoint (`tune.get_checkpoint`); a study whose driver died is continued with ``resume=True``:
 the database says what finished, and an unfinished trial restarts from the newest checkpoint
-that loads among those earlier runs left for its key under the study's checkpoint directory.  Trials that failed
-from an infrastructure fault (`failures.INFRASTRUCTURE`) train again on resume, every failed one
-with ``retry_failed``.  Results the database refused wait in the study's journal
-(`store.journal`) and are replayed first.  A study is marked completed only when the database
+that loads among those earlier runs left for its key under the study's checkpoint directory.
+Trials that failed from an infrastructure fault (`failures.INFRASTRUCTURE`) train again on
+resume, every failed one with ``retry_failed``.  Results the database refused wait in the
+study's journal (`store.journal`) and are replayed first.  A study is marked completed only when the database
 holds every trial's end and every epoch (`Store.missing_results`); otherwise it is interrupted,
 `StudyRun.problems` says why, and a resume finishes it.
 """
@@ -31,18 +32,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, Iterator, TextIO
 
-import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
-from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from rksearch.search import progress
 from rksearch.search.planner import Node, PlannedTrial, Planner
-from rksearch.search.schema import Choice, Continuous, IntRange, Study
+from rksearch.search.schedulers import RecordingASHA, StopOnFatal
+from rksearch.search.schema import Choice, IntRange, Study
+from rksearch.search.searcher import PlannedSearcher, optuna_searcher
 from rksearch.search.trainable import planned_trial, train_planned
 from rksearch.store import Store, StoreCallback, StoreError, TrialInfo, open_store
 from rksearch.store.callback import storage_full
@@ -50,14 +49,13 @@ from rksearch.store.db import error_line
 from rksearch.store.journal import Journal
 from rksearch.training import environment, failures
 from rksearch.training.checkpoint import first_loadable
+from rksearch.training.status import TrialStatus
 
 log = logging.getLogger(__name__)
 
 #: statuses that a resumed study does not train again (pruned only under ASHA, failed only when
 #: the failure is not the machine's: see `_final_keys`)
-FINAL = {"completed", "skipped", "failed"}
-#: suggestions in a row an Optuna search may draw that are over budget or already trained
-MAX_REDRAWS = 200
+FINAL = {TrialStatus.COMPLETED, TrialStatus.SKIPPED, TrialStatus.FAILED}
 
 
 @dataclass
@@ -99,157 +97,6 @@ class Describe:
 
     def __call__(self, config: dict[str, Any]) -> TrialInfo:
         return planned_trial(self.study_json, config).info()
-
-
-def blind(result: dict) -> dict:
-    """A trial's result without its test metrics: what the searcher and the scheduler may see.
-
-    Only the last report of a completed trial carries them (`rksearch.training.loop`), and Tune would
-    hand it to both; selecting on them would make the test set a second validation set.
-    """
-    return {name: value for name, value in result.items() if not name.startswith("test_")}
-
-
-class RecordingASHA(ASHAScheduler):
-    """ASHA that remembers the trials it stopped: only those are pruned, not ones a stopped
-    study ended (which a resume must continue)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.stopped: set[str] = set()
-
-    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        decision = super().on_trial_result(tune_controller, trial, blind(result))
-        if decision == TrialScheduler.STOP and result.get("trial_status") == "running":
-            self.stopped.add(trial.trial_id)
-        return decision
-
-    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
-        super().on_trial_complete(tune_controller, trial, blind(result))
-
-    def stopped_trial(self, trial_id: str) -> bool:
-        return trial_id in self.stopped
-
-
-class StopOnFatal(tune.Stopper):
-    """Ends the whole study as soon as the store callback says it cannot go on (`fatal`)."""
-
-    def __init__(self, callback: StoreCallback) -> None:
-        self.callback = callback
-
-    def __call__(self, trial_id: str, result: dict) -> bool:
-        return False
-
-    def stop_all(self) -> bool:
-        return self.callback.fatal is not None
-
-
-# ---- Optuna ----------------------------------------------------------------------------------
-
-class PlannedSearcher(Searcher):
-    """Optuna (TPE, single or multi-objective) with the study's budgets and dedup applied first.
-
-    Each Optuna suggestion is resolved and priced on the driver.  Over-budget or invalid points
-    are recorded as skipped and told to Optuna as failed; points whose trial key already trained
-    in this study are told to Optuna with the known result.  Neither costs a Tune trial, so
-    `num_samples` counts trainings.  Categorical values that Optuna cannot hold (lists) travel
-    as indices and are decoded here.
-    """
-
-    def __init__(self, planner: Planner, inner: OptunaSearch, record_skip: Callable[[PlannedTrial], None],
-                 objectives: list[str], known: dict[str, dict[str, float]] | None = None) -> None:
-        super().__init__(metric=inner.metric, mode=inner.mode)
-        self.planner, self.inner, self.record_skip, self.objectives = planner, inner, record_skip, objectives
-        self.known = dict(known or {})  # trial key -> objective values
-        self.running: dict[str, tuple[str, str]] = {}  # tune trial id -> (inner id, key)
-        self._draws = 0
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles the searcher into its experiment state; `record_skip` holds the store's
-        # engine (unpicklable) and is only needed by this live driver, never by a pickled copy.
-        return {**self.__dict__, "record_skip": None}
-
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
-        return True  # the space and objectives are ours, fixed at construction
-
-    def suggest(self, trial_id: str) -> dict | None:
-        seed = self.planner.study.seeds[0]
-        busy = {key for _, key in self.running.values()}
-        for attempt in range(MAX_REDRAWS):
-            inner_id = f"{trial_id}-{attempt}"
-            params = self.inner.suggest(inner_id)
-            if params is None or params == Searcher.FINISHED:
-                return params
-            assignment = decode(self.planner, params)
-            trial = self.planner.resolve(assignment, seed)
-            if not trial.runnable:
-                self.record_skip(trial)
-                self.inner.on_trial_complete(inner_id, error=True)
-            elif trial.key in self.known:
-                self.inner.on_trial_complete(inner_id, result=self.known[trial.key])
-            elif trial.key in busy:
-                self.inner.on_trial_complete(inner_id, error=True)
-            else:
-                self.running[trial_id] = (inner_id, trial.key)
-                return {"trial": {"assignment": assignment, "seed": seed}}
-        log.warning("Optuna drew %d points in a row that were over budget or already trained; "
-                    "ending the search early", MAX_REDRAWS)
-        return Searcher.FINISHED
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self.running:
-            self.inner.on_trial_result(self.running[trial_id][0], blind(result))
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        inner_id, key = self.running.pop(trial_id, (None, None))
-        if inner_id is None:
-            return
-        result = blind(result) if result is not None else None
-        if result and not error and all(_finite(result.get(m)) for m in self.objectives):
-            self.known[key] = {m: result[m] for m in self.objectives}
-            self.inner.on_trial_complete(inner_id, result=result)
-        else:
-            self.inner.on_trial_complete(inner_id, error=True)
-
-    def save(self, checkpoint_path: str) -> None:
-        self.inner.save(checkpoint_path)
-
-    def restore(self, checkpoint_path: str) -> None:
-        self.inner.restore(checkpoint_path)
-
-
-def optuna_space(planner: Planner) -> dict[str, optuna.distributions.BaseDistribution]:
-    """The study's axes as Optuna distributions (list-valued choices as indices)."""
-    space: dict[str, optuna.distributions.BaseDistribution] = {}
-    for name, domain in planner.axes.items():
-        if isinstance(domain, Continuous):
-            space[name] = optuna.distributions.FloatDistribution(*domain.bounds, log=domain.log)
-        elif isinstance(domain, IntRange):
-            space[name] = optuna.distributions.IntDistribution(*domain.range, step=domain.step)
-        else:
-            values = domain.values
-            space[name] = optuna.distributions.CategoricalDistribution(
-                values if all(_optuna_scalar(v) for v in values) else list(range(len(values))))
-    return space
-
-
-def decode(planner: Planner, params: dict[str, Any]) -> dict[str, Any]:
-    """An Optuna suggestion as an assignment (indices of list-valued choices looked up)."""
-    out = {}
-    for name, value in params.items():
-        domain = planner.axes[name]
-        if isinstance(domain, Choice) and not all(_optuna_scalar(v) for v in domain.values):
-            value = domain.values[value]
-        out[name] = value
-    return out
-
-
-def _optuna_scalar(value: Any) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str))
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and value == value and abs(value) != float("inf")
 
 
 # ---- the driver ------------------------------------------------------------------------------
@@ -330,114 +177,192 @@ def _final_keys(statuses: dict[str, str], failed: dict[str, str | None], incompl
     """Trial keys a resumed study does not train again: completed (with all its epochs), skipped,
     pruned under ASHA (without a scheduler only an interrupted run stops a trial early), and
     failed unless the failure was the machine's (or `retry_failed`)."""
-    final = FINAL | ({"pruned"} if study.scheduler.type == "asha" else set())
+    final = FINAL | ({TrialStatus.PRUNED} if study.scheduler.type == "asha" else set())
     return {key for key, status in statuses.items()
             if status in final and key not in incomplete
-            and not (status == "failed" and failures.retried_on_resume(failed.get(key), retry_failed=retry_failed))}
+            and not (status == TrialStatus.FAILED
+                     and failures.retried_on_resume(failed.get(key), retry_failed=retry_failed))}
+
+
+@dataclass
+class _Plan:
+    """What this run hands Ray Tune, and how it counts against the study."""
+
+    #: every planned trial of a grid or random study; empty for Optuna, which draws as it goes
+    planned: list[PlannedTrial]
+    #: trials to train in this run
+    total: int
+    #: trials that reached their end in earlier runs (skips not included)
+    already: int
+    param_space: dict[str, Any] = field(default_factory=dict)
+    searcher: PlannedSearcher | None = None
+    num_samples: int = 1
+
+
+class _Ledger:
+    """What the database says of each of the study's trial keys, and what this run settles there
+    without training: skips, skips that fit now, results reused from other studies."""
+
+    def __init__(self, study: Study, store: Store, study_id: int, retry_failed: bool) -> None:
+        self.study, self.store, self.study_id = study, store, study_id
+        self.statuses = store.trial_statuses(study_id)
+        # a completed trial short of an epoch (a write lost before the journal existed): retrain it
+        self.incomplete = {key for key in store.missing_results(study_id)
+                           if self.statuses.get(key) == TrialStatus.COMPLETED}
+        self.done_before = _final_keys(self.statuses, store.trial_failures(study_id), self.incomplete, study,
+                                       retry_failed)
+        self.skipped = {key for key in self.done_before if self.statuses[key] == TrialStatus.SKIPPED}
+        self.reused: set[str] = set()
+        self.other_code: set[str] = set()  # reuse: completed elsewhere, but by another code version
+        self.code = environment.code_version()[:50]
+
+    def done_count(self, keys: set[str] | None = None) -> int:
+        """Trials (of `keys`, if given) that reached their end in earlier runs, skips not counted."""
+        return sum(1 for key in self.done_before
+                   if (keys is None or key in keys) and self.statuses[key] != TrialStatus.SKIPPED)
+
+    def settle(self, trial: PlannedTrial) -> bool:
+        """Record what needs no training; True when the trial must train."""
+        key = trial.key
+        if key in self.done_before and self.statuses[key] == TrialStatus.SKIPPED and trial.runnable:
+            # skipped before, fits now (memory skips depend on the machine the study runs on)
+            self.store.reopen_skipped(self.study_id, key)
+            self.statuses[key] = TrialStatus.PENDING
+            self.skipped.discard(key)
+        elif key in self.done_before:
+            return False
+        if not trial.runnable:
+            self.store.record_skipped(self.study_id, trial.info(), trial.problem or "")
+            self.statuses[key] = TrialStatus.SKIPPED
+            self.skipped.add(key)
+            return False
+        return not (self.study.reuse and key not in self.statuses and self._reuse(trial))
+
+    def _reuse(self, trial: PlannedTrial) -> bool:
+        """Link a completed result of the same trial key that `reuse` allows; True when linked."""
+        source = self.store.find_completed(trial.key, None if self.study.reuse == "any" else self.code)
+        if source is not None:
+            self.store.link_reused(self.study_id, trial.info(), source)
+            self.statuses[trial.key] = TrialStatus.COMPLETED
+            self.reused.add(trial.key)
+            return True
+        if self.study.reuse != "any" and self.store.find_completed(trial.key) is not None:
+            self.other_code.add(trial.key)
+        return False
+
+    def abandon(self, keep: set[str]) -> None:
+        """Trials an earlier run left unfinished that this run will not continue (an Optuna search
+        draws new points; a grid whose study file no longer plans them) end as failed, interrupted:
+        a row may not claim `running` with nothing running it, nor keep the study from completing."""
+        for key, status in self.statuses.items():
+            if status in (TrialStatus.RUNNING, TrialStatus.PENDING) and key not in keep:
+                self.store.trial_finished(self.study_id, key, TrialStatus.FAILED,
+                                          "cut short when its study stopped, and not continued",
+                                          failure=failures.INTERRUPTED)
+                self.statuses[key] = TrialStatus.FAILED
+
+    def say_reused(self, out: TextIO) -> None:
+        if self.study.reuse:
+            print(f"[{self.study.name}] reuse: linked {len(self.reused)} completed trials"
+                  + (f"; left {len(self.other_code)} trained by another code version than {self.code} "
+                     "(reuse: any links them)" if self.other_code else ""), file=out, flush=True)
+
+    def run(self, plan: _Plan, trained: int = 0, failed: int = 0, interrupted: bool = False,
+            fatal: str | None = None) -> StudyRun:
+        """This run's counts, its skips and reuses as settled so far."""
+        return StudyRun(self.study_id, len(plan.planned) or plan.total, trained, len(self.skipped),
+                        len(self.reused), plan.already, interrupted, 0.0, fatal=fatal, failed=failed)
 
 
 def _execute(study: Study, planner: Planner, store: Store, storage_url: str, study_id: int, root: Path,
              journal: Journal, stream: TextIO | None, retry_failed: bool = False) -> tuple[StudyRun, list[str]]:
     """Train what the study still needs; the run's counts and the trial keys that must have rows."""
-    statuses = store.trial_statuses(study_id)
-    # a completed trial short of an epoch (a write lost before the journal existed): retrain it
-    incomplete = {key for key in store.missing_results(study_id) if statuses.get(key) == "completed"}
-    done_before = _final_keys(statuses, store.trial_failures(study_id), incomplete, study, retry_failed)
-    skipped = {key for key in done_before if statuses[key] == "skipped"}
-    reused: set[str] = set()
-    other_code: set[str] = set()  # reuse: completed elsewhere, but by another code version
-    code = environment.code_version()[:50]
-
-    def settle(trial: PlannedTrial) -> bool:
-        """Record what needs no training; True when the trial must train."""
-        if trial.key in done_before and statuses[trial.key] == "skipped" and trial.runnable:
-            # skipped before, fits now (memory skips depend on the machine the study runs on)
-            store.reopen_skipped(study_id, trial.key)
-            statuses[trial.key] = "pending"
-            skipped.discard(trial.key)
-        elif trial.key in done_before:
-            return False
-        if not trial.runnable:
-            store.record_skipped(study_id, trial.info(), trial.problem or "")
-            statuses[trial.key] = "skipped"
-            skipped.add(trial.key)
-            return False
-        if study.reuse and trial.key not in statuses:
-            source = store.find_completed(trial.key, None if study.reuse == "any" else code)
-            if source is not None:
-                store.link_reused(study_id, trial.info(), source)
-                statuses[trial.key] = "completed"
-                reused.add(trial.key)
-                return False
-            if study.reuse != "any" and store.find_completed(trial.key) is not None:
-                other_code.add(trial.key)
-        return True
-
-    def say_reused() -> None:
-        if study.reuse:
-            print(f"[{study.name}] reuse: linked {len(reused)} completed trials"
-                  + (f"; left {len(other_code)} trained by another code version than {code} (reuse: any links them)"
-                     if other_code else ""), file=stream or sys.stdout, flush=True)
-
-    def counts(trained: int = 0, failed: int = 0, interrupted: bool = False, fatal: str | None = None) -> StudyRun:
-        return StudyRun(study_id, len(planned) or total, trained, len(skipped), len(reused), already, interrupted,
-                        0.0, fatal=fatal, failed=failed)
-
-    study_json = study.model_dump_json()
-    search = study.search
-    if search.algorithm in ("grid", "random"):
-        planned = planner.plan()
-        keys = {t.key for t in planned}
-        already = sum(1 for key in done_before if key in keys and statuses[key] != "skipped")
-        stale = sum(1 for key, status in statuses.items() if key not in keys and status == "completed")
-        if stale:  # their keys are not this plan's: another study file, protocol or key scheme
-            print(f"[{study.name}] {stale} completed trials of this study are not in its plan any more (the "
-                  f"study file or rksearch changed what they compute); they stay in the database and are not "
-                  f"counted as done (see `results show`)", file=stream or sys.stdout, flush=True)
-        todo = [t for t in planned if settle(t)]
-        say_reused()
-        total = len(todo)
-        _abandon(store, study_id, statuses, keep={t.key for t in todo})
-        if not todo:
-            return counts(), []
-        # a trial to retrain for missing epochs starts again from epoch 0: its checkpoints are past them
-        left, notes = _latest_checkpoints(root, [t for t in todo if t.key in statuses and t.key not in incomplete])
-        for note in notes:
-            print(f"[{study.name}] {note}", file=stream or sys.stdout, flush=True)
-        entries = [{"assignment": t.assignment, "seed": t.seed, "resume_candidates": left.get(t.key[:16], [])}
-                   for t in todo]
-        param_space = {"trial": tune.grid_search(entries)}
-        searcher, num_samples = None, 1
+    out = stream or sys.stdout
+    ledger = _Ledger(study, store, study_id, retry_failed)
+    if study.search.algorithm in ("grid", "random"):
+        plan = _plan_grid(study, planner, ledger, root, out)
     else:
-        planned = []
-        _abandon(store, study_id, statuses, keep=set())  # Optuna does not continue a trial it drew before
-        already = sum(1 for key in done_before if statuses[key] != "skipped")  # every point drawn counts
-        total = max(search.num_samples - already, 0)  # type: ignore[operator]
-        if total == 0:
-            return counts(), []
-        searcher = _optuna(study, planner, settle, storage_url)
-        param_space, num_samples = {}, total
-
-    scheduler = None
-    if study.scheduler.type == "asha":
-        scheduler = RecordingASHA(time_attr="training_iteration", metric=search.metric, mode=search.mode,
-                                  max_t=_max_epochs(study), grace_period=study.scheduler.grace_period,
-                                  reduction_factor=study.scheduler.reduction_factor)
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables, our view only
-    resources_line = ray.cluster_resources()
-    print(f"[{study.name}] {total} trials to train ({len(skipped)} skipped, {len(reused)} reused, "
-          f"{already} done before) on {resources_line.get('CPU', 0):g} CPUs / {resources_line.get('GPU', 0):g} GPUs; "
-          f"checkpoints and Ray logs under {root}", file=stream or sys.stdout, flush=True)
+        plan = _plan_optuna(study, planner, ledger, storage_url)
+    if plan.total == 0:
+        return ledger.run(plan), []
+    scheduler = _scheduler(study)
+    resources = ray.cluster_resources()
+    print(f"[{study.name}] {plan.total} trials to train ({len(ledger.skipped)} skipped, {len(ledger.reused)} "
+          f"reused, {plan.already} done before) on {resources.get('CPU', 0):g} CPUs / {resources.get('GPU', 0):g} "
+          f"GPUs; checkpoints and Ray logs under {root}", file=out, flush=True)
     pruned = scheduler.stopped_trial if scheduler is not None else None
-    view = progress.ProgressView(study.name, "best_val_acc", total, already, stream, pruned=pruned)
+    view = progress.ProgressView(study.name, "best_val_acc", plan.total, plan.already, stream, pruned=pruned)
+    study_json = study.model_dump_json()
     recorder = StoreCallback(store, study_id, Describe(study_json), journal, pruned=pruned)
+    tuner = _tuner(study, study_json, plan, root, scheduler, recorder, view)
+    interrupted = _fit(tuner, recorder)
+    view.finish()
+    if plan.searcher is not None:  # Optuna's points were settled (and reused) as it drew them
+        ledger.say_reused(out)
+    ended = list(recorder.ended.values())
+    return (ledger.run(plan, len(ended), ended.count(TrialStatus.FAILED), interrupted, recorder.fatal),
+            [t.key for t in plan.planned])
+
+
+def _plan_grid(study: Study, planner: Planner, ledger: _Ledger, root: Path, out: TextIO) -> _Plan:
+    """A grid or random study's planned trials that still need training, each handed the
+    checkpoints earlier runs left for it."""
+    planned = planner.plan()
+    keys = {t.key for t in planned}
+    already = ledger.done_count(keys)
+    stale = sum(1 for key, status in ledger.statuses.items() if key not in keys and status == TrialStatus.COMPLETED)
+    if stale:  # their keys are not this plan's: another study file, protocol or key scheme
+        print(f"[{study.name}] {stale} completed trials of this study are not in its plan any more (the "
+              f"study file or rksearch changed what they compute); they stay in the database and are not "
+              f"counted as done (see `results show`)", file=out, flush=True)
+    todo = [t for t in planned if ledger.settle(t)]
+    ledger.say_reused(out)
+    ledger.abandon(keep={t.key for t in todo})
+    if not todo:
+        return _Plan(planned, 0, already)
+    # a trial to retrain for missing epochs starts again from epoch 0: its checkpoints are past them
+    left, notes = _latest_checkpoints(
+        root, [t for t in todo if t.key in ledger.statuses and t.key not in ledger.incomplete])
+    for note in notes:
+        print(f"[{study.name}] {note}", file=out, flush=True)
+    entries = [{"assignment": t.assignment, "seed": t.seed, "resume_candidates": left.get(t.key[:16], [])}
+               for t in todo]
+    return _Plan(planned, len(todo), already, param_space={"trial": tune.grid_search(entries)})
+
+
+def _plan_optuna(study: Study, planner: Planner, ledger: _Ledger, storage_url: str) -> _Plan:
+    """An Optuna study's draws still to make: every point drawn before counts as done, and a
+    trial an earlier run left unfinished is not continued (Optuna draws new points)."""
+    ledger.abandon(keep=set())
+    already = ledger.done_count()
+    total = max(study.search.num_samples - already, 0)  # type: ignore[operator]
+    if total == 0:
+        return _Plan([], 0, already)
+    searcher = optuna_searcher(study, planner, ledger.settle, storage_url)
+    return _Plan([], total, already, searcher=searcher, num_samples=total)
+
+
+def _scheduler(study: Study) -> RecordingASHA | None:
+    """ASHA on the study's metric when `scheduler.type` asks for it; None: every trial runs to the end."""
+    if study.scheduler.type != "asha":
+        return None
+    return RecordingASHA(time_attr="training_iteration", metric=study.search.metric, mode=study.search.mode,
+                         max_t=_max_epochs(study), grace_period=study.scheduler.grace_period,
+                         reduction_factor=study.scheduler.reduction_factor)
+
+
+def _tuner(study: Study, study_json: str, plan: _Plan, root: Path, scheduler: RecordingASHA | None,
+           recorder: StoreCallback, view: progress.ProgressView) -> tune.Tuner:
+    """The Tuner for `plan`: the trainable with each trial's resources, our callbacks and stopper,
+    retries from the last checkpoint, and the checkpoints worth keeping."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables, our view only
     resources = {name.lower(): amount for name, amount in _ray_resources(study).items()}
-    tuner = tune.Tuner(
+    return tune.Tuner(
         tune.with_resources(tune.with_parameters(train_planned, study_json=study_json), resources),
-        param_space=param_space,
+        param_space=plan.param_space,
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
-            max_concurrent_trials=search.max_concurrent, reuse_actors=True,
+            search_alg=plan.searcher, scheduler=scheduler, num_samples=plan.num_samples,
+            max_concurrent_trials=study.search.max_concurrent, reuse_actors=True,
             trial_name_creator=_TrialName(study_json), trial_dirname_creator=_TrialName(study_json, unique=True),
         ),
         run_config=tune.RunConfig(
@@ -449,33 +374,22 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
                                                     checkpoint_score_attribute="val_acc", checkpoint_score_order="max"),
         ),
     )
-    interrupted = False
+
+
+def _fit(tuner: tune.Tuner, recorder: StoreCallback) -> bool:
+    """Run the trials; True when the user interrupted them.  Tune failing itself (its state on a
+    full disk, a lost head node) stops the study through `recorder`, with one line saying why."""
     try:
         with _ctrl_c_reaches_us():
             tuner.fit()  # its ResultGrid is not read: the database says what finished
     except KeyboardInterrupt:
-        interrupted = True
-    except Exception as exc:  # Tune itself failed (its state on a full disk, a lost head node)
+        return True
+    except Exception as exc:
         log.debug("Tune stopped", exc_info=True)
         text = f"{type(exc).__name__}: {failures.last_line(str(exc)) or 'no message'}"
         recorder.stop(storage_full(text) if failures.classify(text) == failures.STORAGE_FULL
                       else f"Ray Tune stopped: {text}")
-    view.finish()
-    if searcher is not None:  # Optuna's points were settled (and reused) as it drew them
-        say_reused()
-    ended = list(recorder.ended.values())
-    return counts(len(ended), ended.count("failed"), interrupted, recorder.fatal), [t.key for t in planned]
-
-
-def _abandon(store: Store, study_id: int, statuses: dict[str, str], keep: set[str]) -> None:
-    """Trials an earlier run left unfinished that this run will not continue (an Optuna search
-    draws new points; a grid whose study file no longer plans them) end as failed, interrupted:
-    a row may not claim `running` with nothing running it, nor keep the study from completing."""
-    for key, status in statuses.items():
-        if status in ("running", "pending") and key not in keep:
-            store.trial_finished(study_id, key, "failed", "cut short when its study stopped, and not continued",
-                                 failure=failures.INTERRUPTED)
-            statuses[key] = "failed"
+    return False
 
 
 @contextlib.contextmanager
@@ -491,35 +405,6 @@ def _ctrl_c_reaches_us() -> Iterator[None]:
             os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
         else:
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous
-
-
-def _optuna(study: Study, planner: Planner, record_skip: Callable[[PlannedTrial], Any],
-            storage_url: str) -> PlannedSearcher:
-    search = study.search
-    metric: str | list[str] = search.metric
-    mode: str | list[str] = search.mode
-    objectives = [search.metric]
-    if search.algorithm == "multi_objective":
-        metric, mode, objectives = [search.metric, search.cost], [search.mode, "min"], [search.metric, search.cost]
-    inner = OptunaSearch(space=optuna_space(planner), metric=metric, mode=mode,
-                         sampler=optuna.samplers.TPESampler(seed=search.seed))
-    known = _known_results(storage_url, study.name, objectives)
-    return PlannedSearcher(planner, inner, record_skip, objectives, known)
-
-
-def _known_results(storage_url: str, study: str, objectives: list[str]) -> dict[str, dict]:
-    """Objective values of trials this study already trained (a resumed Optuna search)."""
-    from rksearch import results
-
-    done = results.load(storage_url, study=study)
-    metric_column = {"best_val_acc": "best_val_acc", "val_acc": "final_val_acc"}
-    known = {}
-    for row in done.itertuples(index=False):
-        values = {objectives[0]: getattr(row, metric_column[objectives[0]])}
-        for extra in objectives[1:]:
-            values[extra] = getattr(row, extra)
-        known[row.trial_key] = values
-    return known
 
 
 class _TrialName:
