@@ -15,6 +15,8 @@ from typing import Any, Callable, TextIO
 
 from ray import tune
 
+from rksearch.training.status import TrialStatus
+
 
 class ProgressView(tune.Callback):
     """Live counts: done / running / pending / failed, best so far, elapsed and ETA.
@@ -51,7 +53,7 @@ class ProgressView(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._trials = trials
         value = result.get(self.metric)
-        if result.get("trial_status") == "failed":
+        if result.get("trial_status") == TrialStatus.FAILED:
             self.bests.pop(trial.trial_id, None)
         elif isinstance(value, (int, float)) and math.isfinite(value):
             known = self.bests.get(trial.trial_id)
@@ -103,10 +105,10 @@ class ProgressView(tune.Callback):
 def _outcome(trial: Any, pruned: Callable[[str], bool] | None) -> str:
     """'done', 'failed', 'running' or 'waiting' (pending, paused, or ended by a stopped study)."""
     last = (trial.last_result or {}).get("trial_status")
-    if trial.status == "ERROR" or (trial.status == "TERMINATED" and last == "failed"):
+    if trial.status == "ERROR" or (trial.status == "TERMINATED" and last == TrialStatus.FAILED):
         return "failed"
-    stopped_by_scheduler = pruned is not None and pruned(trial.trial_id)
-    if trial.status == "TERMINATED" and (last in ("completed", "skipped") or stopped_by_scheduler):
+    ended = last in (TrialStatus.COMPLETED, TrialStatus.SKIPPED) or (pruned is not None and pruned(trial.trial_id))
+    if trial.status == "TERMINATED" and ended:
         return "done"
     return "running" if trial.status == "RUNNING" else "waiting"
 

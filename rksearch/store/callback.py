@@ -32,6 +32,7 @@ from rksearch.store.journal import Journal, JournalError
 from rksearch.store.urls import redact
 from rksearch.store.writer import Store, TrialInfo, open_store
 from rksearch.training import failures
+from rksearch.training.status import TrialStatus
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class StoreCallback(tune.Callback):
         self._write("trial start", "trial_started", self.study_id, self._info(trial))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if result.get("trial_status") == "skipped" or "epoch" not in result:
+        if result.get("trial_status") == TrialStatus.SKIPPED or "epoch" not in result:
             return
         key = self._info(trial).trial_key
         self._write("epoch", "record_epoch", self.study_id, key, result)
@@ -161,7 +162,7 @@ class StoreCallback(tune.Callback):
         self._write("checkpoint", "record_checkpoint", self.study_id, self._info(trial).trial_key,
                     str(checkpoint.path), best)
 
-    def _finish(self, trial: Any, status: str, error: str | None = None, failure: str | None = None) -> None:
+    def _finish(self, trial: Any, status: TrialStatus, error: str | None = None, failure: str | None = None) -> None:
         if trial.trial_id not in self._started:  # its worker died before it started: give it a row
             self.on_trial_start(0, [], trial)
         started = self._started.pop(trial.trial_id)
@@ -173,15 +174,15 @@ class StoreCallback(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         reported = last.get("trial_status")
-        if reported == "skipped":
+        if reported == TrialStatus.SKIPPED:
             return
-        if reported == "completed":
-            self._finish(trial, "completed")
-        elif reported == "failed":  # the trainer's own verdict (it names the category: diverged)
+        if reported == TrialStatus.COMPLETED:
+            self._finish(trial, TrialStatus.COMPLETED)
+        elif reported == TrialStatus.FAILED:  # the trainer's own verdict (it names the category: diverged)
             error = _tail(str(last.get("error") or "failed without an error text"))
-            self._finish(trial, "failed", error, last.get("failure") or failures.classify(error))
+            self._finish(trial, TrialStatus.FAILED, error, last.get("failure") or failures.classify(error))
         elif self.fatal is None and self.pruned is not None and self.pruned(trial.trial_id):
-            self._finish(trial, "pruned")
+            self._finish(trial, TrialStatus.PRUNED)
         # else: stopped with the study (interrupted); it stays unfinished and a resume continues it
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -191,7 +192,7 @@ class StoreCallback(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         text = _error_text(trial)
         self._stop_if_storage_full(text)
-        self._finish(trial, "failed", _tail(text), failures.classify(text))
+        self._finish(trial, TrialStatus.FAILED, _tail(text), failures.classify(text))
 
     def _stop_if_storage_full(self, error_text: str) -> None:
         """A full disk fails every trial the same way: stop the study (resumable) at the first."""

@@ -14,14 +14,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from rksearch.training.status import TrialStatus
-
 #: JSON documents (search dimensions, configs, environments): JSONB on PostgreSQL so they
 #: can be queried and indexed there, plain JSON text elsewhere.
 JSONDoc = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-
-#: trial statuses, in the order a trial can pass through them (the column holds their values)
-TRIAL_STATUSES = tuple(TrialStatus)
 
 metadata = sa.MetaData()
 
@@ -53,6 +48,7 @@ trials = sa.Table(
     sa.Column("flops", sa.BigInteger),
     sa.Column("macs", sa.BigInteger),
     sa.Column("seed", sa.Integer),
+    # a rksearch.training.status.TrialStatus value
     sa.Column("status", sa.String(20), nullable=False),
     # the error text of a failed trial, or the reason a trial was skipped
     sa.Column("error", sa.Text),

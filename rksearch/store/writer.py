@@ -28,11 +28,12 @@ from rksearch.store.journal import Journal
 from rksearch.store.schema import epochs, studies, trials
 from rksearch.store.urls import redact
 from rksearch.training import environment, failures
+from rksearch.training.status import TrialStatus
 
 log = logging.getLogger(__name__)
 
 STUDY_END_STATUSES = ("completed", "failed", "interrupted")
-TRIAL_END_STATUSES = ("completed", "pruned", "failed")
+TRIAL_END_STATUSES = (TrialStatus.COMPLETED, TrialStatus.PRUNED, TrialStatus.FAILED)
 
 #: metrics-dict keys stored as columns of `epochs`
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
@@ -154,7 +155,7 @@ class Store:
 
     def record_skipped(self, study_id: int, info: TrialInfo, reason: str) -> None:
         """A trial the engine decided not to train (too large, ...), with its costs and why."""
-        values = {"status": "skipped", "error": reason, "finished_at": _now()}
+        values = {"status": TrialStatus.SKIPPED, "error": reason, "finished_at": _now()}
         with self.engine.begin() as conn:
             self._upsert_trial(conn, study_id, info, values, values)
 
@@ -163,19 +164,19 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(trials.update()
                          .where(trials.c.study_id == study_id, trials.c.trial_key == trial_key,
-                                trials.c.status == "skipped")
-                         .values(status="pending", error=None, finished_at=None))  # fmt: skip
+                                trials.c.status == TrialStatus.SKIPPED)
+                         .values(status=TrialStatus.PENDING, error=None, finished_at=None))  # fmt: skip
 
     def trial_started(self, study_id: int, info: TrialInfo, node: str | None = None,
                       at: datetime | None = None) -> None:
         """Mark the trial running; a retry keeps its first start time and a recorded skip."""
         started = at or _now()
-        skipped = trials.c.status == "skipped"
-        keep_skip = sa.case((skipped, "skipped"), else_="running")
+        skipped = trials.c.status == TrialStatus.SKIPPED
+        keep_skip = sa.case((skipped, TrialStatus.SKIPPED), else_=TrialStatus.RUNNING)
         with self.engine.begin() as conn:
             trial_id = self._upsert_trial(
                 conn, study_id, info,
-                {"status": "running", "node": node, "started_at": started},
+                {"status": TrialStatus.RUNNING, "node": node, "started_at": started},
                 {"status": keep_skip, "node": sa.func.coalesce(node, trials.c.node), "finished_at": None,
                  "started_at": sa.func.coalesce(trials.c.started_at, started),
                  # a failed trial run again: its old error no longer describes it
@@ -281,13 +282,13 @@ class Store:
                        at: datetime | None = None) -> None:  # fmt: skip
         """The trial's end; a failed one carries its error text and its `failures` category."""
         if status not in TRIAL_END_STATUSES:
-            raise ValueError(f"trial status must be one of {TRIAL_END_STATUSES}, not {status!r}")
+            raise ValueError(f"trial status must be one of {', '.join(TRIAL_END_STATUSES)}, not {status!r}")
         if failure is not None and failure not in failures.CATEGORIES:
             raise ValueError(f"failure must be one of {failures.CATEGORIES}, not {failure!r}")
         with self.engine.begin() as conn:
             trial_id = self._trial_id(conn, study_id, trial_key)
             conn.execute(trials.update().where(trials.c.id == trial_id).values(
-                status=status, error=error, failure=failure if status == "failed" else None,
+                status=status, error=error, failure=failure if status == TrialStatus.FAILED else None,
                 wall_seconds=_number(wall_seconds), finished_at=at or _now()
             ))  # fmt: skip
 
@@ -357,8 +358,8 @@ class Store:
     def trial_failures(self, study_id: int) -> dict[str, str | None]:
         """trial key -> failure category of every failed trial of the study (None: unknown)."""
         with db.reading(self.engine) as conn:
-            rows = conn.execute(sa.select(trials.c.trial_key, trials.c.failure)
-                                .where(trials.c.study_id == study_id, trials.c.status == "failed"))  # fmt: skip
+            failed = trials.c.study_id == study_id, trials.c.status == TrialStatus.FAILED
+            rows = conn.execute(sa.select(trials.c.trial_key, trials.c.failure).where(*failed))
             return {key: failure for key, failure in rows}
 
     def missing_results(self, study_id: int, expected: Iterable[str] = ()) -> dict[str, str]:
@@ -382,9 +383,9 @@ class Store:
         problems: dict[str, str] = {}
         for row in rows:
             name = f"{row.model_name} ({row.trial_key[:8]})"
-            if row.status not in (*TRIAL_END_STATUSES, "skipped"):
+            if row.status not in (*TRIAL_END_STATUSES, TrialStatus.SKIPPED):
                 problems[row.trial_key] = f"{name}: {row.status}, not finished"
-            elif row.status == "completed":
+            elif row.status == TrialStatus.COMPLETED:
                 planned = int((row.config or {}).get("optim", {}).get("epochs", 0))
                 if not row.recorded == (row.last or 0) == planned:
                     problems[row.trial_key] = f"{name}: {row.recorded} of {planned} epochs recorded"
@@ -397,7 +398,7 @@ class Store:
     def find_completed(self, trial_key: str, code_version: str | None = None) -> int | None:
         """A completed trial with this key in any study, trained ones before reused copies;
         with `code_version`, only one trained by that code (an unknown version never matches)."""
-        query = sa.select(trials.c.id).where(trials.c.trial_key == trial_key, trials.c.status == "completed")
+        query = sa.select(trials.c.id).where(trials.c.trial_key == trial_key, trials.c.status == TrialStatus.COMPLETED)
         if code_version is not None:
             query = query.where(trials.c.code_version == code_version)
         with db.reading(self.engine) as conn:
@@ -411,10 +412,10 @@ class Store:
         """
         with self.engine.begin() as conn:
             source = conn.execute(sa.select(trials).where(trials.c.id == source_trial_id)).mappings().first()
-            if source is None or source["status"] != "completed":
+            if source is None or source["status"] != TrialStatus.COMPLETED:
                 raise db.StoreError(f"trial {source_trial_id} is not a completed trial to reuse")
             outcome = {name: source[name] for name in _OUTCOME}
-            outcome.update(status="completed", error=None,
+            outcome.update(status=TrialStatus.COMPLETED, error=None,
                            reused_from_id=source["reused_from_id"] or source["id"])  # fmt: skip
             trial_id = self._upsert_trial(conn, study_id, info, outcome, outcome)
             rows = conn.execute(sa.select(epochs).where(epochs.c.trial_id == source_trial_id)).mappings().all()

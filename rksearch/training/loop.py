@@ -23,7 +23,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,7 @@ from rksearch.training.config import TrialConfig
 from rksearch.training.data import BatchSource, TrialData
 from rksearch.training.data import load as load_data
 from rksearch.training.runtime import Runtime, activated, resolve, seed_everything
+from rksearch.training.status import TrialStatus
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ DIVERGENCE_CHECK_EVERY = 20
 
 @dataclass
 class TrialResult:
-    status: Literal["completed", "failed"]
+    #: COMPLETED, or FAILED (diverged)
+    status: TrialStatus
     error: str | None
     epochs: int
     final: dict[str, Any]
@@ -145,19 +147,19 @@ class _Trainer:
                 if not math.isfinite(val_loss):
                     raise Diverged(f"validation loss is {val_loss} after epoch {epoch}")
             except Diverged as exc:
-                metrics = self._metrics(epoch, lr, started, status="failed", error=str(exc),
+                metrics = self._metrics(epoch, lr, started, status=TrialStatus.FAILED, error=str(exc),
                                         failure=failures.DIVERGED)
                 log.warning("trial failed: %s", exc)
                 if report is not None:
                     report(metrics, None)
-                return self._result("failed", str(exc), history + [metrics])
+                return self._result(TrialStatus.FAILED, str(exc), history + [metrics])
             self.scheduler.step()
             self._select(epoch, val_acc)
-            status = "completed" if epoch == self.cfg.optim.epochs else "running"
+            status = TrialStatus.COMPLETED if epoch == self.cfg.optim.epochs else TrialStatus.RUNNING
             self.last = self._metrics(epoch, lr, started, status=status, train_loss=train_loss,
                                       train_acc=train_acc, val_loss=val_loss, val_acc=val_acc,
                                       images_per_s=self.data.train.num_samples / train_seconds)
-            if status == "completed":
+            if status == TrialStatus.COMPLETED:
                 self.last.update(self._test())
             history.append(self.last)
             log.info("epoch %d: train loss %.4f acc %.4f, val loss %.4f acc %.4f, %.1f s", epoch,
@@ -166,7 +168,7 @@ class _Trainer:
                 ckpt.save(checkpoint_dir, self.state())
             if report is not None:
                 report(dict(self.last), checkpoint_dir)
-        return self._result("completed", None, history)
+        return self._result(TrialStatus.COMPLETED, None, history)
 
     def _select(self, epoch: int, val_acc: float) -> None:
         """Epoch `epoch` is done: it becomes the best if no earlier one scored higher (the latest
@@ -189,17 +191,22 @@ class _Trainer:
         log.info("test: acc %.4f on the best epoch (%d), %.4f on the final weights", chosen, self.best_epoch, final)
         return {"test_acc": chosen, "test_acc_final": final}
 
-    def _metrics(self, epoch: int, lr: float, started: float, *, status: str, **values: Any) -> dict[str, Any]:
-        """One epoch's report; quantities a failed epoch did not measure are NaN."""
+    def _metrics(self, epoch: int, lr: float, started: float, *, status: TrialStatus,
+                 **values: Any) -> dict[str, Any]:
+        """One epoch's report; quantities a failed epoch did not measure are NaN.
+
+        The status goes in as its plain string: the report is saved in the checkpoint, which
+        ``torch.load(weights_only=True)`` reads back, and that refuses any class it does not know.
+        """
         nan = float("nan")
         metrics = {"epoch": epoch, "train_loss": nan, "train_acc": nan, "val_loss": nan, "val_acc": nan,
                    "lr": lr, "seconds": time.perf_counter() - started, "images_per_s": nan}
         metrics.update(values)
-        metrics.update(best_val_acc=self.best_val_acc, best_epoch=self.best_epoch, trial_status=status,
+        metrics.update(best_val_acc=self.best_val_acc, best_epoch=self.best_epoch, trial_status=status.value,
                        device=self.runtime.describe())
         return metrics
 
-    def _result(self, status: Literal["completed", "failed"], error: str | None,
+    def _result(self, status: TrialStatus, error: str | None,
                 history: list[dict[str, Any]]) -> TrialResult:
         final = history[-1] if history else dict(self.last)
         return TrialResult(status, error, self.epoch, final, self.best_val_acc, self.runtime.describe(),
