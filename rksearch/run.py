@@ -3,10 +3,9 @@
 Thin by design: parse arguments, load the study, hand it to `engine.run_study`, print the
 summary.  Exit status 0 when every trial's results are in the database; 1 when a fault (a full
 disk, a database that refuses writes, an internal error) left the study unfinished; 2 for a
-bad study file / option / database / cluster, refused before anything trains; 130 when
-interrupted (Ctrl-C or SIGTERM).  Every
-failure ends in one ``error:`` line, and every unfinished study in the exact command that
-continues it.
+bad study file / option / database / cluster, refused before anything trains (every
+`rksearch.errors.RksearchError`); 130 when interrupted (Ctrl-C or SIGTERM).  Every failure
+ends in one ``error:`` line, and every unfinished study in the exact command that continues it.
 """
 
 from __future__ import annotations
@@ -19,11 +18,15 @@ import shutil
 import signal
 import sys
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
+from rksearch.errors import RksearchError
 from rksearch.search.loader import StudyError, load
-from rksearch.store import StoreError
 from rksearch.training.failures import last_line
+
+if TYPE_CHECKING:
+    from rksearch.search.engine import StudyRun
+    from rksearch.search.schema import Study
 
 EPILOG = """examples:
   python -m rksearch.run studies/quickstart.yaml
@@ -94,71 +97,103 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    started = False
     try:
         study, text = load(args.study, args.overrides)
-        from rksearch.search.dryrun import describe
-        from rksearch.search.planner import Node, Planner
-
         if args.dry_run:
-            planner = Planner(study, node=Node.this_machine())
-            trials = planner.plan() if study.search.algorithm in ("grid", "random") else [
-                planner.resolve(a, study.seeds[0]) for a in planner.points()]
-            if study.search.algorithm not in ("grid", "random"):
-                print(f"{study.search.algorithm}: {study.search.num_samples} trials chosen by Optuna while the "
-                      "study runs; a random sample of the space, priced:")
-            print("\n".join(describe(trials)))
-            runnable = sum(t.runnable for t in trials)
-            print(f"{len(trials)} trials planned: {runnable} to train, {len(trials) - runnable} skipped")
-            return 0
-        url = args.storage or os.environ.get("RKSEARCH_STORAGE") or study.storage.url
-        from rksearch.analysis.report import study_summary
-        from rksearch.search.engine import run_study
-
-        started = True  # from here on a study may exist to be continued
-        run = run_study(study, text, storage_url=url, storage_path=args.storage_path,
-                        address=args.address or os.environ.get("RAY_ADDRESS"), resume=args.resume,
-                        retry_failed=args.retry_failed, preflight=not args.no_preflight)
-        from rksearch.store.urls import redact
-
-        print()
-        try:
-            print(study_summary(url, study.name, display_url=redact(url)))
-        except StoreError as exc:  # the study ran; only the report cannot be read now
-            print(f"(no summary: {exc})")
-        failed = f" ({run.failed} failed: `results show` says why)" if run.failed else ""
-        print(f"\n{run.trained} trained{failed}, {run.skipped} skipped, {run.reused} reused, "
-              f"{run.already_done} done before; {time.strftime('%H:%M:%S', time.gmtime(run.seconds))} wall")
-        if run.interrupted:
-            print(f"interrupted: continue with  {resume_command(argv)}", file=sys.stderr)
-            return 130
-        if not run.complete:
-            why = run.fatal or f"{len(run.problems)} trials lack their results: " + "; ".join(run.problems[:3]) + (
-                "; ..." if len(run.problems) > 3 else "")
-            print(f"error: {why}; study {study.name} is not complete: continue with  {resume_command(argv)}",
-                  file=sys.stderr)
-            return 1
-        return 0
-    except (StudyError, StoreError) as exc:
-        problems = getattr(exc, "problems", None) or str(exc).splitlines()
-        if started:  # the study may exist: say how to continue it once the database is usable
-            problems[-1] += f"; continue with  {resume_command(argv)}"
-        for problem in problems:
-            print(f"error: {problem}", file=sys.stderr)
-        return 2
+            return _dry_run(study)
+        return _run(study, text, args, argv)
+    except RksearchError as exc:  # a bad study file: refused before anything ran
+        return _refused(exc)
     except KeyboardInterrupt:
         print(f"\ninterrupted: continue with  {resume_command(argv)}", file=sys.stderr)
         return 130
-    except Exception as exc:  # preflight problems are their own class; keep the import lazy
-        if type(exc).__name__ == "PreflightError":
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+    except Exception as exc:
         if args.verbose:
             raise
-        hint = f"; continue with  {resume_command(argv)}" if started else ""
-        print(f"error: {type(exc).__name__}: {last_line(str(exc)) or 'no message'} "
-              f"(run with -v for the traceback){hint}", file=sys.stderr)
+        return _crashed(exc)
+
+
+def _dry_run(study: Study) -> int:
+    """Print every trial the study would train, priced on this machine, and what happens to it."""
+    from rksearch.search.dryrun import describe
+    from rksearch.search.planner import Node, Planner
+
+    planner = Planner(study, node=Node.this_machine())
+    optuna = study.search.algorithm not in ("grid", "random")
+    trials = [planner.resolve(a, study.seeds[0]) for a in planner.points()] if optuna else planner.plan()
+    if optuna:
+        print(f"{study.search.algorithm}: {study.search.num_samples} trials chosen by Optuna while the "
+              "study runs; a random sample of the space, priced:")
+    print("\n".join(describe(trials)))
+    runnable = sum(t.runnable for t in trials)
+    print(f"{len(trials)} trials planned: {runnable} to train, {len(trials) - runnable} skipped")
+    return 0
+
+
+def _run(study: Study, text: str, args: argparse.Namespace, argv: list[str]) -> int:
+    """Run the study and summarise it.  From here on the study may exist in the database, so
+    every way out but a refused preflight names the command that continues it."""
+    from rksearch.search.engine import run_study
+    from rksearch.search.preflight import PreflightError
+
+    url = args.storage or os.environ.get("RKSEARCH_STORAGE") or study.storage.url
+    hint = f"continue with  {resume_command(argv)}"
+    try:
+        run = run_study(study, text, storage_url=url, storage_path=args.storage_path,
+                        address=args.address or os.environ.get("RAY_ADDRESS"), resume=args.resume,
+                        retry_failed=args.retry_failed, preflight=not args.no_preflight)
+        return _summarise(run, study, url, hint)
+    except PreflightError as exc:  # the cluster was refused before the study began: nothing to continue
+        return _refused(exc)
+    except RksearchError as exc:  # the database (or the data, a model) refused
+        return _refused(exc, hint)
+    except Exception as exc:
+        if args.verbose:
+            raise
+        return _crashed(exc, hint)
+
+
+def _summarise(run: StudyRun, study: Study, url: str, hint: str) -> int:
+    """The end-of-study report and counts; the exit status the run earned (0, 1 or 130)."""
+    from rksearch.analysis.report import study_summary
+    from rksearch.store import StoreError
+    from rksearch.store.urls import redact
+
+    print()
+    try:
+        print(study_summary(url, study.name, display_url=redact(url)))
+    except StoreError as exc:  # the study ran; only the report cannot be read now
+        print(f"(no summary: {exc})")
+    failed = f" ({run.failed} failed: `results show` says why)" if run.failed else ""
+    print(f"\n{run.trained} trained{failed}, {run.skipped} skipped, {run.reused} reused, "
+          f"{run.already_done} done before; {time.strftime('%H:%M:%S', time.gmtime(run.seconds))} wall")
+    if run.interrupted:
+        print(f"interrupted: {hint}", file=sys.stderr)
+        return 130
+    if not run.complete:
+        why = run.fatal or f"{len(run.problems)} trials lack their results: " + "; ".join(run.problems[:3]) + (
+            "; ..." if len(run.problems) > 3 else "")
+        print(f"error: {why}; study {study.name} is not complete: {hint}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _refused(exc: RksearchError, hint: str | None = None) -> int:
+    """Exit status 2: `exc` as ``error:`` lines (a study file's, one per problem), `hint` ending the last."""
+    problems = list(exc.problems) if isinstance(exc, StudyError) else [str(exc)]
+    if hint:
+        problems[-1] += f"; {hint}"
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 2
+
+
+def _crashed(exc: Exception, hint: str | None = None) -> int:
+    """Exit status 1: an unexpected error in one line (``-v`` shows its traceback), then `hint`."""
+    then = f"; {hint}" if hint else ""
+    print(f"error: {type(exc).__name__}: {last_line(str(exc)) or 'no message'} "
+          f"(run with -v for the traceback){then}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
