@@ -26,7 +26,7 @@ PLANNED = {
     "digits_trends.yaml": 48,       # 2 forms x 4 stage counts x 2 growth rates x 3 seeds
 }
 #: paper Table 1, ERKNets at k = 36, m = 1, multiscale, CIFAR-10: exact closed-form counts of the
-#: printed 0.74M/0.66G, 0.83M/0.83G, 0.91M/0.87G, 0.99M/0.88G (rkcnn.md section 6)
+#: printed 0.74M/0.66G, 0.83M/0.83G, 0.91M/0.87G, 0.99M/0.88G (docs/models.md, "Counting")
 TABLE1_ERKNETS = {
     "ERKNet-6x1 6x1 6x1": (744_382, 663_720_048),
     "ERKNet-7x1 6x1 6x1": (826_534, 830_935_152),

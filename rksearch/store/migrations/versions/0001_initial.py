@@ -1,4 +1,4 @@
-"""Initial schema: studies, trials, per-epoch metrics (architecture.md "SQL schema")."""
+"""Initial schema: studies, trials, per-epoch metrics (the first revision of `rksearch.store.schema`)."""
 
 import sqlalchemy as sa
 from alembic import op
