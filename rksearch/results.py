@@ -85,34 +85,38 @@ EPILOG = """examples:
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     cli.add_storage(common)
-    parser = argparse.ArgumentParser(prog="python -m rksearch.results", epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     description="Read a study's results from the database: list the studies, "
-                                                 "show or export a study's trials, export or re-evaluate a "
-                                                 "trial's model.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("ls", parents=[common], help="list the studies")
-    show = commands.add_parser("show", parents=[common], help="a study's trials")
-    show.add_argument("study")
+    one_study = argparse.ArgumentParser(add_help=False, parents=[common])
+    one_study.add_argument("study", help="the study's name (`ls` lists them)")
     model = argparse.ArgumentParser(add_help=False)  # what picks one trial's model
     model.add_argument("--which", choices=("best", "last"), default=None,
                        help="the best epoch's checkpoint by validation (default) or the last one")
     model.add_argument("--checkpoints", type=Path, metavar="DIR",
                        help="where the study's checkpoint directory (holding run-*/) is now, if it moved")
-    export = commands.add_parser("export", parents=[common, model],
-                                 help="write a study's trials to a file, or with --trial one trial's model")
-    export.add_argument("study")
+    parser = argparse.ArgumentParser(prog="python -m rksearch.results", epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     description="Read a study's results from the database: list the studies,\n"
+                                                 "show or export a study's trials, export or re-evaluate a "
+                                                 "trial's model.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, what: str, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=parents, help=what, description=what[0].upper() + what[1:] + ".")
+
+    command("ls", "list the studies with their trial counts by status", [common])
+    command("show", "a study's trials, one line each, with why a trial failed or was skipped", [one_study])
+    export = command("export", "write a study's trials to a file, or with --trial one trial's model",
+                     [one_study, model])
     export.add_argument("--trial", metavar="ID", help="a trial id (or key): export its model")
     export.add_argument("--format", choices=TABLE_FORMATS + MODEL_FORMATS, default=None,
                         help="tables: csv (default), parquet, markdown; a trial's model: state_dict (default "
                              "with --trial), onnx (needs the onnx extra)")
-    export.add_argument("-o", "--output", type=Path)
-    evaluate = commands.add_parser("evaluate", parents=[common, model],
-                                   help="re-evaluate a trial's stored model on its test or validation split")
-    evaluate.add_argument("study")
+    export.add_argument("-o", "--output", type=Path, metavar="FILE",
+                        help="the file to write (a table goes to stdout without it; a model needs it)")
+    evaluate = command("evaluate", "re-evaluate a trial's stored model on its test or validation split",
+                       [one_study, model])
     evaluate.add_argument("--trial", metavar="ID", required=True, help="a trial id (or key)")
-    evaluate.add_argument("--split", choices=("test", "val"), default="test")
-    evaluate.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    evaluate.add_argument("--split", choices=("test", "val"), default="test", help="the split (default test)")
+    evaluate.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="default cpu")
     evaluate.add_argument("--threads", type=int, metavar="N",
                           help="CPU threads (default: as many as the trial used)")
     evaluate.add_argument("--data-root", type=Path, metavar="DIR", help="where the data set is now, if not "
