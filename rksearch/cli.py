@@ -27,6 +27,7 @@ from importlib import import_module
 
 from rksearch import __version__
 from rksearch.errors import RksearchError
+from rksearch.store.urls import MASK
 
 #: subcommand -> what it does (its module is ``rksearch.<subcommand>``)
 COMMANDS: dict[str, str] = {
@@ -44,7 +45,8 @@ STORAGE_ENV = "RKSEARCH_STORAGE"
 #: cannot be read or written (OSError)
 INPUT_ERRORS: tuple[type[Exception], ...] = (ValueError, KeyError, OSError)
 
-#: the password of a URL quoted in a message (``scheme://user:PASSWORD@host``)
+#: the password of any URL quoted in a message (``scheme://user:PASSWORD@host``): the handler does
+#: not know which URL a message quotes, so it cannot ask `rksearch.store.urls.scrub` for one
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@]+@", re.IGNORECASE)
 
 Main = Callable[[Sequence[str] | None], int]
@@ -54,13 +56,14 @@ def error_line(error: BaseException | str) -> str:
     """`error` as the one line a command prints: ``error: <message>``, without a password.
 
     A KeyError's message is its key's text (not its quoted repr); a message of several lines is
-    joined with '; '.  The store's own messages mask passwords already; any URL that still
-    carries one is masked here, the last guard before a terminal or a CI log.
+    joined with '; '.  The store's own messages mask passwords already (`rksearch.store.urls`);
+    any URL that still carries one is masked here the same way, the last guard before a
+    terminal or a CI log.
     """
     message = error.args[0] if isinstance(error, KeyError) and error.args else error
     lines = [line.strip() for line in str(message).splitlines() if line.strip()]
     text = "; ".join(lines) or type(error).__name__
-    return "error: " + _URL_PASSWORD.sub(r"\1***@", text)
+    return "error: " + _URL_PASSWORD.sub(rf"\g<1>{MASK}@", text)
 
 
 def fail(error: BaseException | str) -> int:
