@@ -12,14 +12,14 @@ from rksearch.models import baselines
 from rksearch.models.knobs import SpecError
 from rksearch.models.naming import parse
 from rksearch.models.registry import (
-           Family,
-           ModelSpec,
-           build,
-           families,
-           family_of,
-           find_family,
-           model_spec,
-           register_family,
+    Family,
+    ModelSpec,
+    build,
+    families,
+    family_of,
+    find_family,
+    model_spec,
+    register_family,
 )
 from rksearch.models.rkcnn import RKCNN
 from rksearch.models.spec import ArchSpec
