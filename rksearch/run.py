@@ -20,6 +20,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Sequence
 
+from rksearch.cli import STORAGE_ENV
 from rksearch.errors import RksearchError
 from rksearch.search.loader import StudyError, load
 from rksearch.training.failures import last_line
@@ -48,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
                     "(trials that failed from an infrastructure fault run again)")
     ap.add_argument("--retry-failed", action="store_true",
                     help="with --resume: also run again the trials that failed for other reasons (diverged, errors)")
-    ap.add_argument("--storage", help="database URL (default: the study's storage.url, or $RKSEARCH_STORAGE)")
+    ap.add_argument("--storage", help=f"database URL (default: ${STORAGE_ENV}, else the study's storage.url)")
     ap.add_argument("--storage-path", help="checkpoint directory every node can reach (default: storage.checkpoints)")
     ap.add_argument("--address", help="join a Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
     ap.add_argument("--no-preflight", action="store_true", help="skip the cluster/database checks before training")
@@ -136,7 +137,7 @@ def _run(study: Study, text: str, args: argparse.Namespace, argv: list[str]) -> 
     from rksearch.search.engine import run_study
     from rksearch.search.preflight import PreflightError
 
-    url = args.storage or os.environ.get("RKSEARCH_STORAGE") or study.storage.url
+    url = args.storage or os.environ.get(STORAGE_ENV) or study.storage.url
     hint = f"continue with  {resume_command(argv)}"
     try:
         run = run_study(study, text, storage_url=url, storage_path=args.storage_path,
@@ -180,7 +181,7 @@ def _summarise(run: StudyRun, study: Study, url: str, hint: str) -> int:
 
 def _refused(exc: RksearchError, hint: str | None = None) -> int:
     """Exit status 2: `exc` as ``error:`` lines (a study file's, one per problem), `hint` ending the last."""
-    problems = list(exc.problems) if isinstance(exc, StudyError) else [str(exc)]
+    problems = list(exc.problems) if isinstance(exc, StudyError) else str(exc).splitlines() or [type(exc).__name__]
     if hint:
         problems[-1] += f"; {hint}"
     for problem in problems:

@@ -369,7 +369,7 @@ def _tuner(study: Study, study_json: str, plan: _Plan, root: Path, scheduler: Re
             name=time.strftime("run-%Y%m%d-%H%M%S"), storage_path=str(root), verbose=0,
             callbacks=[recorder, view], stop=StopOnFatal(recorder),
             failure_config=tune.FailureConfig(max_failures=study.failure.max_failures),
-            # the best epochs by validation accuracy (ties: the later, as `train` chooses) and the last
+            # the best epochs by validation accuracy (ties: the later, as `training.loop` chooses) and the last
             checkpoint_config=tune.CheckpointConfig(num_to_keep=study.storage.keep_checkpoints,
                                                     checkpoint_score_attribute="val_acc", checkpoint_score_order="max"),
         ),
