@@ -154,11 +154,6 @@ def replicates(
     keys += [c for c in dimension_columns(df, dims) if c not in ("seed", *keys)]
     selected = [c for c in ("validation",) if c in df.columns and c not in keys]
     firsts = [*keys, "params", "flops", *selected]
-    require_metric(df, metric)
-    keys = ["model_name"] + [k for k in ("canonical",) if k in df.columns]
-    keys += [c for c in dimension_columns(df, dims) if c not in ("seed", *keys)]
-    selected = [c for c in ("validation",) if c in df.columns and c not in keys]
-    firsts = [*keys, "params", "flops", *selected]
     done = completed(df).dropna(subset=[metric])
     rows = [_over_seeds(group, metric, firsts, level) for group in _configurations(done, [*keys, *selected])]
     out = pd.DataFrame(rows, columns=[*firsts, *STATS])
