@@ -25,7 +25,7 @@ from rksearch.store import Store, StoreCallback, StoreError, db, open_store
 from rksearch.store import callback as callback_module
 from rksearch.store.journal import Journal
 from rksearch.store.schema import metadata
-from rksearch.store.urls import redact
+from rksearch.store.urls import mask_in_text, redact
 
 N_WORKERS = 8
 N_EPOCHS = 4
@@ -141,6 +141,13 @@ def test_unusable_url_is_one_clear_line_without_password(url: str, says: str) ->
 
 def test_display_url_masks_password() -> None:
     assert redact("postgresql+psycopg://ada:Secr3tPw@db/rk") == "postgresql+psycopg://ada:***@db/rk"
+
+
+def test_a_message_quoting_an_unknown_url_has_its_password_masked() -> None:
+    text = "cannot open postgresql+psycopg://ada:Secr3tPw@db:5432/rk (and sqlite:///a.db, mysql://bo:x@h)"
+    masked = "cannot open postgresql+psycopg://ada:***@db:5432/rk (and sqlite:///a.db, mysql://bo:***@h)"
+    assert mask_in_text(text) == masked
+    assert mask_in_text("user ada: no password in host:port@x") == "user ada: no password in host:port@x"
 
 
 # --------------------------------------------------------------------------- writes

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from rksearch.store.urls import DEFAULT_URL
 from rksearch.training.config import OptimConfig
 from rksearch.training.data import DataConfig
 from rksearch.training.runtime import RuntimeConfig
@@ -39,7 +40,6 @@ PER_PERIOD_FIELDS = ("stages", "steps", "growth", "groups", "iterations")
 TRAIN_FIELDS = {"lr": "optim", "weight_decay": "optim", "epochs": "optim", "schedule": "optim",
                 "batch_size": "data", "augment": "data"}
 DIMENSIONS = ARCH_FIELDS + tuple(TRAIN_FIELDS)
-DEFAULT_STORAGE = "sqlite:///rksearch.db"
 DEFAULT_CHECKPOINTS = "~/.cache/rksearch/runs"
 
 
@@ -225,7 +225,7 @@ class Resources(_Strict):
 class Storage(_Strict):
     """Where results and checkpoints go; `url` may also come from --storage or RKSEARCH_STORAGE."""
 
-    url: str = DEFAULT_STORAGE
+    url: str = DEFAULT_URL
     checkpoints: str = Field(DEFAULT_CHECKPOINTS, description="a path every node can reach (or a URI)")
     keep_checkpoints: int = Field(1, ge=1, description="how many of a trial's best epochs (by validation "
                                                        "accuracy) keep their checkpoint; the last one is always kept")

@@ -19,11 +19,8 @@ from rksearch.store import db
 from rksearch.store.db import StoreError
 from rksearch.store.schema import epochs, trials
 from rksearch.store.schema import studies as studies_table
+from rksearch.store.urls import DEFAULT_URL
 from rksearch.training.status import TrialStatus
-
-#: the database every reader opens when given no URL (the commands: when neither --storage nor
-#: $RKSEARCH_STORAGE names one)
-DEFAULT_URL = "sqlite:///rksearch.db"
 
 #: the per-trial columns before the search dimensions, and after them
 _TRIAL_HEAD = ("study", "trial_id", "trial_key", "model_name", "canonical")
@@ -176,4 +173,4 @@ def studies(url: str = DEFAULT_URL) -> pd.DataFrame:
     return frame
 
 
-__all__ = ["DEFAULT_URL", "load", "load_epochs", "studies"]
+__all__ = ["load", "load_epochs", "studies"]
