@@ -45,7 +45,7 @@ from rksearch.search.searcher import PlannedSearcher, optuna_searcher
 from rksearch.search.trainable import planned_trial, train_planned
 from rksearch.store import Store, StoreCallback, StoreError, TrialInfo, open_store
 from rksearch.store.callback import storage_full
-from rksearch.store.db import error_line
+from rksearch.store.db import driver_error
 from rksearch.store.journal import Journal
 from rksearch.training import environment, failures
 from rksearch.training.checkpoint import first_loadable
@@ -158,7 +158,7 @@ def _replay(store: Store, journal: Journal) -> None:
         raise
     except Exception as exc:  # the database is still unavailable
         raise StoreError(f"{len(journal)} results kept in {journal.path} cannot be recorded yet "
-                         f"({type(exc).__name__}: {error_line(exc, store.engine.url)}); "
+                         f"({type(exc).__name__}: {driver_error(exc, store.engine.url)}); "
                          f"once the database takes writes again, resume") from None  # fmt: skip
     log.warning("results store: recorded %d results kept in %s", count, journal.path)
 
@@ -169,7 +169,7 @@ def _finish_quietly(store: Store, study_id: int, status: str = "interrupted") ->
     try:
         store.finish_study(study_id, status)
     except Exception as exc:
-        log.error("results store: cannot mark study %d %s: %s", study_id, status, error_line(exc, store.engine.url))
+        log.error("results store: cannot mark study %d %s: %s", study_id, status, driver_error(exc, store.engine.url))
 
 
 def _final_keys(statuses: dict[str, str], failed: dict[str, str | None], incomplete: set[str], study: Study,

@@ -27,7 +27,7 @@ import sqlalchemy.exc
 from ray import tune
 from sqlalchemy.engine import make_url
 
-from rksearch.store.db import StoreError, error_line
+from rksearch.store.db import StoreError, driver_error
 from rksearch.store.journal import Journal, JournalError
 from rksearch.store.urls import redact
 from rksearch.store.writer import Store, TrialInfo, open_store
@@ -138,7 +138,7 @@ class StoreCallback(tune.Callback):
             return None
         except (sqlalchemy.exc.SQLAlchemyError, StoreError) as exc:
             # the live engine's URL holds the password to scrub; without one there is none to leak
-            return error_line(exc, self.store.engine.url if self.store is not None else make_url(self._url))
+            return driver_error(exc, self.store.engine.url if self.store is not None else make_url(self._url))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._started[trial.trial_id] = time.monotonic()

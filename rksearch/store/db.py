@@ -197,11 +197,11 @@ def connect(url: str, *, create: bool = True) -> Engine:
         raise
     except Exception as exc:  # unreachable server, authentication, a file that is not a database
         engine.dispose()
-        raise StoreError(f"cannot open {redact(engine.url)}: {error_line(exc, engine.url)}") from None
+        raise StoreError(f"cannot open {redact(engine.url)}: {driver_error(exc, engine.url)}") from None
     return engine
 
 
-def error_line(exc: BaseException, url: URL) -> str:
+def driver_error(exc: BaseException, url: URL) -> str:
     """A database error in one line: the driver's own message, with `url`'s password scrubbed."""
     return scrub(_first_line(_driver_message(exc)), url)
 

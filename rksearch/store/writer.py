@@ -340,7 +340,7 @@ class Store:
             except (sa.exc.OperationalError, sa.exc.InterfaceError):
                 raise
             except Exception as exc:
-                reason = f"{type(exc).__name__}: {db.error_line(exc, self.engine.url)}"
+                reason = f"{type(exc).__name__}: {db.driver_error(exc, self.engine.url)}"
                 journal.reject(entry, reason)
                 log.error("results store: a journaled %s cannot be recorded (%s); set aside in %s",
                           entry["method"], reason, journal.rejected_path)  # fmt: skip
