@@ -586,6 +586,40 @@ def test_every_public_name_resolves_after_its_submodules_are_imported() -> None:
     assert callable(analysis.ablation) and callable(analysis.paper_table) and callable(analysis.mean_ci)
 
 
+#: names a submodule exports that `rksearch.analysis` keeps beside their module's name only
+MODULE_ONLY = {"pareto", "load", "spec", "normalisation"}
+
+
+def test_every_exported_name_but_the_module_only_ones_is_a_package_name() -> None:
+    """``rksearch.analysis.<name>`` is the submodule's own object for every name a submodule
+    exports (STATS, CONFIG_KEY, Design, Verdict, figure4, ... were lost once), and the map holds
+    no name that nothing exports."""
+    import importlib
+    import pkgutil
+
+    from rksearch import analysis
+
+    exported = set()
+    for module in pkgutil.iter_modules(analysis.__path__):
+        submodule = importlib.import_module(f"rksearch.analysis.{module.name}")
+        exported |= set(submodule.__all__)
+        for name in set(submodule.__all__) - MODULE_ONLY:
+            assert getattr(analysis, name) is getattr(submodule, name), name
+    assert analysis.__all__ == sorted(exported - MODULE_ONLY)
+    assert MODULE_ONLY <= exported  # each exception still names something
+
+
+def test_a_package_name_imports_only_what_its_own_submodule_needs() -> None:
+    import subprocess
+    import sys
+
+    heavy = "sorted(m for m in ('scipy', 'matplotlib', 'torch') if m in sys.modules)"
+    code = f"import sys, rksearch.analysis as a; a.missing; print({heavy}); a.STATS; print({heavy})"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]", "['scipy']"]  # values needs pandas alone; frames, scipy too
+
+
 @pytest.mark.parametrize("value, expected", [(None, True), (math.nan, True), (np.float64("nan"), True),
                                              (pd.NA, True), (0.0, False), ("<NA>", False), ((2, 2), False)])
 def test_one_definition_of_a_missing_cell(value: object, expected: bool) -> None:
