@@ -29,9 +29,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from rksearch import analysis
-from rksearch.analysis import FAMILIES, confidence_label, families, ordered_groups
-from rksearch.analysis import level_text as label
+from rksearch.analysis.ablations import confidence_label
+from rksearch.analysis.frames import FAMILIES, families, ordered_groups, per_configuration, selection_note
+from rksearch.analysis.frames import level_text as label
 from rksearch.analysis.pareto import minimises, pareto
 
 #: per-family colour and marker, fixed so a family looks the same in every figure
@@ -212,7 +212,7 @@ def figure4(
     published points with their own marker.  The title ends in "(selected on test)" when any
     trial was selected on the test set, else "(selected on validation)".
     """
-    rows = analysis.per_configuration(df, [error], dims, level)
+    rows = per_configuration(df, [error], dims, level)
     if rows.empty:
         raise ValueError(f"no completed trial with a {error} to plot")
     rows["group"] = _groups(rows, by).to_numpy()
@@ -233,7 +233,7 @@ def figure4(
     panels[0].set_ylabel(axis(error)[0])
     panels[1].tick_params(labelleft=True)
     _figure4_legend(panels, with_bars, level)
-    heading = _titled(title, analysis.selection_note(df))
+    heading = _titled(title, selection_note(df))
     if heading:
         fig.suptitle(heading)
     return fig
@@ -328,7 +328,7 @@ def curves(
         seen.add(group)
     _scale(ax, "y", bool(log))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    _finish(ax, "epoch", y_label, by, _titled(title, analysis.selection_note(epochs)))
+    _finish(ax, "epoch", y_label, by, _titled(title, selection_note(epochs)))
     return fig
 
 
@@ -354,7 +354,7 @@ def pareto_plot(
     that differs between seeds is averaged).  `log` (default True) is for the x axis.  The
     title says "selected on test" or "selected on validation" (see `figure4`).
     """
-    rows = analysis.per_configuration(df, [y] if x in ("params", "flops") else [y, x], dims, level)
+    rows = per_configuration(df, [y] if x in ("params", "flops") else [y, x], dims, level)
     if x not in ("params", "flops"):
         rows[x] = rows[f"{x}_mean"]
     rows = rows.dropna(subset=[x, "mean"])
@@ -389,7 +389,7 @@ def pareto_plot(
         handles.append(handle)
         labels.append(text)
     ax.legend(handles, labels, title=by or "family", fontsize=8)
-    heading = _titled(title, analysis.selection_note(df))
+    heading = _titled(title, selection_note(df))
     if heading:
         ax.set_title(heading)
     return fig

@@ -5,13 +5,14 @@ validation accuracy over seeds (`best_val_acc`, the selection metric) and report
 costs and its test accuracy as "mean ± half-width (n)", the half-width of the confidence
 interval of `rksearch.analysis.mean_ci` (left out for a single seed).  It says how the models
 were selected: "selected on test" for a paper study that set `validation: test`, else
-"selected on validation holdout".  Reads the database through `rksearch.results.load` only,
-so it imports neither Ray nor matplotlib.
+"selected on validation holdout".  Reads the database through `rksearch.store.queries.load`
+only, so it imports neither Ray nor matplotlib.
 """
 
 from __future__ import annotations
 
-from rksearch import analysis, results
+from rksearch.analysis import frames, tables
+from rksearch.store import queries
 from rksearch.training.status import TrialStatus
 
 
@@ -25,26 +26,26 @@ def study_summary(url: str, study: str, top: int = 5, level: float = 0.95, displ
     "mean ± half-width (n)" in percent, with its params and GFLOPs.  With `display_url` (the
     database URL without its password), the commands that show and plot the study follow.
     """
-    every = results.load(url, study=study, status=None)
+    every = queries.load(url, study=study, status=None)
     counts = every["status"].value_counts().to_dict() if len(every) else {}
     shown = [TrialStatus.COMPLETED, TrialStatus.PRUNED, TrialStatus.FAILED, TrialStatus.SKIPPED]
     shown += sorted(s for s in counts if s not in shown)
     header = f"study {study}: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
-    protocol = analysis.selection(every)
-    splits = analysis.selection_splits(every)
+    protocol = frames.selection(every)
+    splits = frames.selection_splits(every)
     if splits == {"test", "holdout"}:  # e.g. a study begun before the holdout default, resumed after it
         header += ("; mixed: some trials selected on test (the paper's protocol), the others on the "
                    "validation holdout; they are never pooled ([test] marks the former)")
     elif protocol is not None:
-        header += "; " + (analysis.SELECTED_ON_TEST if protocol == "test" else analysis.SELECTED_ON_HOLDOUT)
+        header += "; " + (frames.SELECTED_ON_TEST if protocol == "test" else frames.SELECTED_ON_HOLDOUT)
     lines = [header]
-    done = analysis.completed(every)
+    done = frames.completed(every)
     if done["best_val_acc"].notna().sum() == 0:
         lines.append("no completed trial with a validation accuracy yet")
         return "\n".join(lines + _next_steps(study, display_url))
-    dims = analysis.dimension_columns(every)
-    rows = analysis.per_configuration(done, ["best_val_acc", "test_acc"], dims, level)
-    rows["label"] = analysis.model_labels(rows, [d for d in dims if d != "seed"]).to_numpy()
+    dims = frames.dimension_columns(every)
+    rows = frames.per_configuration(done, ["best_val_acc", "test_acc"], dims, level)
+    rows["label"] = tables.model_labels(rows, [d for d in dims if d != "seed"]).to_numpy()
     if len(splits) > 1:
         rows["label"] = [f"{label} [test]" if split == "test" else label
                          for label, split in zip(rows["label"], rows["validation"])]
@@ -55,9 +56,9 @@ def study_summary(url: str, study: str, top: int = 5, level: float = 0.95, displ
                  f"(seeds as replicates; test accuracy % as mean ± {confidence} CI half-width (n)):")
     table = [("#", "model", "params (M)", "GFLOPs", val_head, "test acc %")]
     for rank, (_, row) in enumerate(best.iterrows(), start=1):
-        test = analysis.pm_cell(row["test_acc_mean"], row["test_acc_half_width"], row["test_acc_n"])
-        table.append((str(rank), str(row["label"]), analysis.amount_text(float(row["params"]) / 1e6, 3),
-                      analysis.amount_text(float(row["flops"]) / 1e9, 3), f"{100 * row['mean']:.2f}", test))
+        test = tables.pm_cell(row["test_acc_mean"], row["test_acc_half_width"], row["test_acc_n"])
+        table.append((str(rank), str(row["label"]), tables.amount_text(float(row["params"]) / 1e6, 3),
+                      tables.amount_text(float(row["flops"]) / 1e9, 3), f"{100 * row['mean']:.2f}", test))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
         cells = [cell.ljust(width) if i == 1 else cell.rjust(width) for i, (cell, width) in enumerate(zip(r, widths))]

@@ -116,9 +116,9 @@ def optuna_searcher(study: Study, planner: Planner, record_skip: Callable[[Plann
 
 def known_results(storage_url: str, study: str, objectives: list[str]) -> dict[str, dict]:
     """Objective values of trials this study already trained (a resumed Optuna search)."""
-    from rksearch import results
+    from rksearch.store import queries
 
-    done = results.load(storage_url, study=study)
+    done = queries.load(storage_url, study=study)
     metric_column = {"best_val_acc": "best_val_acc", "val_acc": "final_val_acc"}
     known = {}
     for row in done.itertuples(index=False):
