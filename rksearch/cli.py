@@ -1,8 +1,9 @@
 """``rksearch run|cost|results|plot ...``: one command for the entry points, and what they share.
 
-Each subcommand is its module's own ``main(argv)``, so ``rksearch run --help`` is exactly
-``python -m rksearch.run --help``, examples included, and both spellings keep working.  A
-subcommand's module is imported only when it is named: ``rksearch --version`` and
+Each subcommand is its module's own ``main(argv, prog=...)``, so ``rksearch run --help`` is
+``python -m rksearch.run --help``, examples included, but for the name its usage line gives
+(``prog``: ``rksearch run`` here, the module's own spelling there), and both spellings keep
+working.  A subcommand's module is imported only when it is named: ``rksearch --version`` and
 ``rksearch cost`` load neither Ray nor pandas.
 
 What the commands share lives here too:
@@ -20,14 +21,13 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from importlib import import_module
 
 from rksearch import __version__
 from rksearch.errors import RksearchError
-from rksearch.store.urls import MASK
+from rksearch.store.urls import DEFAULT_URL, mask_in_text
 
 #: subcommand -> what it does (its module is ``rksearch.<subcommand>``)
 COMMANDS: dict[str, str] = {
@@ -45,11 +45,8 @@ STORAGE_ENV = "RKSEARCH_STORAGE"
 #: cannot be read or written (OSError)
 INPUT_ERRORS: tuple[type[Exception], ...] = (ValueError, KeyError, OSError)
 
-#: the password of any URL quoted in a message (``scheme://user:PASSWORD@host``): the handler does
-#: not know which URL a message quotes, so it cannot ask `rksearch.store.urls.scrub` for one
-_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@]+@", re.IGNORECASE)
-
-Main = Callable[[Sequence[str] | None], int]
+#: a command's ``main(argv=None, *, prog=...)``: `prog` names the command in its usage line
+Main = Callable[..., int]
 
 
 def error_line(error: BaseException | str) -> str:
@@ -57,13 +54,13 @@ def error_line(error: BaseException | str) -> str:
 
     A KeyError's message is its key's text (not its quoted repr); a message of several lines is
     joined with '; '.  The store's own messages mask passwords already (`rksearch.store.urls`);
-    any URL that still carries one is masked here the same way, the last guard before a
-    terminal or a CI log.
+    any URL that still carries one is masked here (`urls.mask_in_text`: the message's URL is
+    unknown here), the last guard before a terminal or a CI log.
     """
     message = error.args[0] if isinstance(error, KeyError) and error.args else error
     lines = [line.strip() for line in str(message).splitlines() if line.strip()]
     text = "; ".join(lines) or type(error).__name__
-    return "error: " + _URL_PASSWORD.sub(rf"\g<1>{MASK}@", text)
+    return "error: " + mask_in_text(text)
 
 
 def fail(error: BaseException | str) -> int:
@@ -73,16 +70,16 @@ def fail(error: BaseException | str) -> int:
 
 
 def exits_on_error(*also: type[Exception]) -> Callable[[Main], Main]:
-    """Decorate a command's ``main(argv)``: `RksearchError` and the errors in `also` end it with
-    one ``error:`` line and exit status 2 (`fail`).  Anything else is a bug and keeps its
-    traceback; argparse's own usage errors exit 2 before `main`'s body runs."""
+    """Decorate a command's ``main(argv, prog=...)``: `RksearchError` and the errors in `also`
+    end it with one ``error:`` line and exit status 2 (`fail`).  Anything else is a bug and
+    keeps its traceback; argparse's own usage errors exit 2 before `main`'s body runs."""
     caught = (RksearchError, *also)
 
     def decorate(main: Main) -> Main:
         @functools.wraps(main)
-        def guarded(argv: Sequence[str] | None = None) -> int:
+        def guarded(argv: Sequence[str] | None = None, **options: str) -> int:
             try:
-                return main(argv)
+                return main(argv, **options)
             except caught as exc:
                 return fail(exc)
 
@@ -96,9 +93,6 @@ def add_storage(parser: argparse.ArgumentParser) -> None:
 
     The help names the variable, never its value, which may hold a password.
     """
-    # imported here, not at the top: `rksearch --version` and `rksearch cost` need no pandas
-    from rksearch.store.queries import DEFAULT_URL
-
     parser.add_argument("--storage", metavar="URL", default=os.environ.get(STORAGE_ENV) or DEFAULT_URL,
                         help=f"database URL (default: ${STORAGE_ENV}, else {DEFAULT_URL})")
 
@@ -117,10 +111,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``rksearch COMMAND [ARGS...]``: hand ARGS to ``rksearch.COMMAND.main``."""
+    """``rksearch COMMAND [ARGS...]``: hand ARGS to ``rksearch.COMMAND.main``, whose usage line
+    then says ``rksearch COMMAND``, the way it was called."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in COMMANDS:
-        return import_module(f"rksearch.{argv[0]}").main(argv[1:])
+        return import_module(f"rksearch.{argv[0]}").main(argv[1:], prog=f"rksearch {argv[0]}")
     if not argv or argv[0].startswith("-"):
         _parser().parse_args(argv)  # --help and --version exit here, as does a missing command
     return fail(f"unknown command {argv[0]!r}: choose one of {', '.join(COMMANDS)} (rksearch --help)")

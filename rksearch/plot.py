@@ -18,6 +18,9 @@ from matplotlib.figure import Figure
 from rksearch import analysis, cli, results
 from rksearch.analysis import plots
 
+#: the command's name in its usage line when run as a module (`rksearch.cli` passes its own)
+PROG = "python -m rksearch.plot"
+
 #: output formats matplotlib writes without extra software
 FORMATS = (".png", ".pdf", ".svg")
 
@@ -38,9 +41,9 @@ EPILOG = """examples:
 """
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m rksearch.plot", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Draw a study's results straight from the database, without Ray or a display.\n\nkinds:\n"
                     + "\n".join(f"  {kind:<9} {what}" for kind, what in KINDS.items()),
     )  # fmt: skip
@@ -84,8 +87,8 @@ def draw(args: argparse.Namespace) -> Figure:
 
 
 @cli.exits_on_error(*cli.INPUT_ERRORS)
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, *, prog: str = PROG) -> int:
+    args = _parser(prog).parse_args(argv)
     if args.output.suffix.lower() not in FORMATS:
         raise ValueError(f"cannot write {args.output}: the output must end in one of {', '.join(FORMATS)}")
     if args.reference is not None and args.kind != "figure4":

@@ -31,7 +31,8 @@ from rksearch.analysis.pareto import pareto
 from rksearch.analysis.trained import FORMATS as MODEL_FORMATS
 from rksearch.analysis.trained import ModelError, load_model
 from rksearch.store.db import StoreError
-from rksearch.store.queries import DEFAULT_URL, load, load_epochs, studies
+from rksearch.store.queries import load, load_epochs, studies
+from rksearch.store.urls import DEFAULT_URL
 from rksearch.training import failures
 
 #: columns `show` leaves out to fit a terminal (errors are 1 - the accuracies it shows)
@@ -70,6 +71,9 @@ def _reason(error: object) -> str:
     return failures.last_line(error, 80) if isinstance(error, str) else ""
 
 
+#: the command's name in its usage line when run as a module (`rksearch.cli` passes its own)
+PROG = "python -m rksearch.results"
+
 #: what `export` writes without --trial
 TABLE_FORMATS = ("csv", "parquet", "markdown")
 
@@ -82,7 +86,7 @@ EPILOG = """examples:
 """
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     cli.add_storage(common)
     one_study = argparse.ArgumentParser(add_help=False, parents=[common])
@@ -92,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="the best epoch's checkpoint by validation (default) or the last one")
     model.add_argument("--checkpoints", type=Path, metavar="DIR",
                        help="where the study's checkpoint directory (holding run-*/) is now, if it moved")
-    parser = argparse.ArgumentParser(prog="python -m rksearch.results", epilog=EPILOG,
+    parser = argparse.ArgumentParser(prog=prog, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Read a study's results from the database: list the studies,\n"
                                                  "show or export a study's trials, export or re-evaluate a "
@@ -171,8 +175,8 @@ def _check_export(args: argparse.Namespace) -> None:
 
 
 @cli.exits_on_error()
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, *, prog: str = PROG) -> int:
+    args = _parser(prog).parse_args(argv)
     if args.command == "ls":
         print(studies(args.storage).to_string(index=False))
     elif args.command == "show":
