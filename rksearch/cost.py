@@ -13,18 +13,16 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
-from typing import Any, Sequence
+from typing import Sequence
 
-from rksearch.models import SpecError, model_spec
+from rksearch.cli import exits_on_error
+from rksearch.models import model_spec
 from rksearch.models.cost import Cost, Memory, closed_form, count, human_bytes, trace, trace_memory, training_memory
 from rksearch.models.knobs import DATASETS
+from rksearch.models.spec import MAX_NECK
 
 __all__ = ["Cost", "Memory", "closed_form", "count", "human_bytes", "main", "trace", "trace_memory",
            "training_memory"]
-
-#: the widest bottleneck `--bottleneck` takes, as a multiple of k: the paper's are 1k and 4k, so a
-#: larger figure is most likely a width in channels (128 meant as 4k builds a 199M-param model)
-MAX_NECK = 8
 
 
 # ---- command line ------------------------------------------------------------------
@@ -56,39 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _cli_value(value: Any) -> Any:
-    """'36' -> 36 and '2,4,8,16' -> (2, 4, 8, 16); anything else unchanged (parse validates it)."""
-    if isinstance(value, str) and value.replace(",", "").isdigit():
-        numbers = tuple(int(v) for v in value.split(",") if v)
-        return numbers[0] if len(numbers) == 1 else numbers
-    return value
-
-
-def _check_neck(value: str, k: Any) -> None:
-    """Refuse a `--bottleneck` that looks like a width in channels rather than a multiple of k."""
-    text = value.lower().removesuffix("k")
-    if not text.isdigit() or int(text) <= MAX_NECK:
-        return  # a plausible multiple, or not a number (the model's parser says what is wrong)
-    multiple = int(text)
-    hint = (f"--bottleneck {multiple // k} for {multiple} channels at k={k}"
-            if isinstance(k, int) and multiple % k == 0 else "--bottleneck 4 for a width of 4k (width / k)")
-    raise ValueError(f"--bottleneck {value}: the bottleneck width is a multiple of k, at most {MAX_NECK}; "
-                     f"for a width in channels divide it by k, e.g. {hint}")
-
-
+@exits_on_error(ValueError)
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    """Print the model's cost.  A name or knobs the model refuses (`SpecError`), or an input size it
+    cannot take (ValueError), end it with one ``error:`` line and status 2, as every rksearch
+    command does.  Knob values stay text: each family reads them as it reads a
+    name's own knob list."""
+    args = _parser().parse_args(argv)
     names = ("k", "m", "r", "u", "dataset", "attention", "neck", "multiscale", "num_classes", "dropout")
-    knobs = {key: _cli_value(getattr(args, key)) for key in names if getattr(args, key) is not None}
-    try:
-        if args.neck is not None:
-            _check_neck(args.neck, knobs.get("k"))
-        spec = model_spec(args.name, **knobs)
-        cost = count(spec, args.image_size)
-        memory = None if args.batch_size is None else training_memory(spec, args.batch_size, args.image_size)
-    except (SpecError, TypeError, ValueError) as exc:
-        parser.error(str(exc).splitlines()[0])
+    knobs = {key: getattr(args, key) for key in names if getattr(args, key) is not None}
+    spec = model_spec(args.name, **knobs)
+    cost = count(spec, args.image_size)
+    memory = None if args.batch_size is None else training_memory(spec, args.batch_size, args.image_size)
     if args.json:
         extra = {} if memory is None else {"batch_size": args.batch_size, "memory": asdict(memory)}
         print(json.dumps({"name": spec.name, "canonical": spec.canonical, **asdict(cost), **extra}))

@@ -216,8 +216,9 @@ def test_closed_form_activations_equal_what_autograd_saves_for_random_specs() ->
 
 
 def test_weights_gradients_and_momentum_equal_a_real_sgd_step() -> None:
-    """After one step of train.py's optimiser (SGD, Nesterov momentum): the model's tensors, its
-    gradients and SGD's state hold exactly what the estimate says; without momentum SGD keeps none.
+    """After one step of the optimiser of `rksearch.training.loop` (SGD, Nesterov momentum): the
+    model's tensors, its gradients and SGD's state hold exactly what the estimate says; without
+    momentum SGD keeps none.
     (RKCNN-R-2_1_1's one-stage periods overwrite stage I unread: its weights get no gradient.)"""
     for name, knobs in (("IRKNet-2x1 2x1 2x1-AB", dict(k=4)), ("RKCNN-R-2_1_1", dict(k=4, u=2)),
                         ("ERKNet-2x1 1x1 2x1-AB", dict(k=4, m=2, dropout=0.2)), ("DenseNet-BC-40", dict(k=4))):
@@ -300,17 +301,25 @@ def test_cli_num_classes_and_dropout(capsys: pytest.CaptureFixture[str]) -> None
 
 
 @pytest.mark.parametrize("args, hint", [
-    (["--bottleneck", "128", "-k", "32"], "--bottleneck 4 for 128 channels at k=32"),
-    (["--bottleneck", "128"], "--bottleneck 4 for a width of 4k"),
+    (["--bottleneck", "128", "-k", "32"], "divide it by k: 4 for 128 channels at k=32"),
+    (["--bottleneck", "128"], "divide it by k: 4 for 4k"),
     (["--bottleneck", "9k", "-k", "12"], "at most 8"),
 ])  # fmt: skip
 def test_cli_refuses_a_bottleneck_that_looks_like_channels(args: list[str], hint: str,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     """`--bottleneck` is a multiple of k: 128 was probably meant as 128 channels (4k at k=32),
-    and would otherwise build a 199M-param model."""
-    with pytest.raises(SystemExit) as exit_:
-        main(["RKCNN-I-3_3_3", *args])
-    assert exit_.value.code == 2
+    and would otherwise build a 199M-param model.  The spec refuses it, and the command prints
+    the spec's message as the one ``error:`` line every rksearch command prints."""
+    assert main(["RKCNN-I-3_3_3", *args]) == 2
     err = capsys.readouterr().err
-    assert "multiple of k" in err and hint in err, err
+    assert err.startswith("error: neck: ") and err.count("\n") == 1 and hint in err, err
     assert main(["RKCNN-I-3_3_3", "--bottleneck", "8", "-k", "4"]) == 0  # the largest multiple taken
+
+
+def test_cli_knob_values_are_read_as_a_name_reads_its_knob_list(capsys: pytest.CaptureFixture[str]) -> None:
+    """The command line's text values go to the family as they are: per-period lists become
+    tuples, and a fraction where an integer belongs is refused rather than truncated."""
+    assert main(["ERKNet-2x1 2x1 2x1", "-k", "4,6,8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["canonical"] == parse("ERKNet-2x1 2x1 2x1 (k=4,6,8)").canonical
+    assert main(["RKCNN-I-2_2_2", "-k", "4", "--r", "1.5"]) == 2
+    assert capsys.readouterr().err == "error: r: must be integers, got 1.5\n"

@@ -12,7 +12,7 @@ from torch import nn
 
 from rksearch.models import ArchSpec, SpecError, build, families, find_family, model_spec, parse
 from rksearch.models.blocks import CliqueStep, ExplicitStep, UpdateStep
-from rksearch.models.knobs import split_knobs
+from rksearch.models.knobs import split_knobs, stem_and_classes
 
 NAMED = [
     ("ERKNet-6x1 6x1 6x1", {"k": 36}),
@@ -75,12 +75,48 @@ def test_paper_name_terms() -> None:
         (lambda: parse("ERKNet-3x1 3x1 3x1", depth=3), "unknown knob"),
         (lambda: parse("ERKNet-3x1 3x1 3x1", dataset="mnist"), "dataset: 'mnist' is not one of"),
         (lambda: ArchSpec(stages=(2, 2), steps=1, growth=4, groups=1, dropout=1.5), "dropout"),
+        (lambda: parse("RKCNN-I-3_3_3", k=4, r=1.5), "r: must be integers, got 1.5"),  # not truncated to 1
+        (lambda: parse("RKCNN-I-3_3_3 (k=4, r=1.5)"), "r: must be integers"),
     ],
 )
 def test_invalid_specs_name_the_field(call, fragment: str) -> None:
     with pytest.raises(SpecError, match=None) as err:
         call()
     assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "call, hint",
+    [
+        (lambda: parse("RKCNN-I-3_3_3", k=32, neck=128), "divide it by k: 4 for 128 channels at k=32"),
+        (lambda: parse("ERKNet-3x1 3x1 3x1-B (k=36, neck=128)"), "divide it by k: 4 for 4k"),
+        (lambda: parse("IRKNet-3x1 3x1 3x1", k=(12, 24, 48), neck="9k"), "divide it by k: 4 for 4k"),
+        (lambda: ArchSpec(stages=(2, 2, 2), growth=16, neck=64), "4 for 64 channels at k=16"),
+    ],
+)
+def test_a_neck_beyond_8k_is_refused_as_a_width_in_channels(call, hint: str) -> None:
+    """Every way to a spec refuses neck 128 (meant as 4k at k=32, it builds a 199M-param model)."""
+    with pytest.raises(SpecError) as err:
+        call()
+    assert str(err.value).startswith("neck: ") and "is a multiple of k, at most 8" in str(err.value)
+    assert hint in str(err.value)
+    assert parse("RKCNN-I-3_3_3", k=4, neck=8).neck == 8  # the widest taken
+
+
+def test_a_data_set_means_the_same_stem_and_classes_to_every_family() -> None:
+    """One reading of the stem, num_classes and dataset knobs: given outright, else the data
+    set's, else the stem's first data set's classes."""
+    assert stem_and_classes({}) == ("cifar", 10)
+    assert stem_and_classes({"stem": "imagenet"}) == ("imagenet", 1000)
+    assert stem_and_classes({"dataset": "cifar100"}, stem="imagenet") == ("cifar", 100)
+    assert stem_and_classes({"dataset": "svhn", "stem": "imagenet", "num_classes": 7}) == ("imagenet", 7)
+    with pytest.raises(SpecError, match="dataset: 'mnist' is not one of"):
+        stem_and_classes({"dataset": "mnist"})
+    for dataset, classes in (("cifar100", 100), ("svhn", 10)):
+        assert parse("ERKNet-2x1 2x1 2x1", dataset=dataset).num_classes == classes
+        assert model_spec("DenseNet-BC-16", dataset=dataset).num_classes == classes
+    assert parse("RKCNN-E-2_2_2_2", dataset="imagenet").stem == "imagenet"
+    assert model_spec("DenseNet-121", dataset="imagenet").num_classes == 1000
 
 
 FORMS = [

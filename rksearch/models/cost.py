@@ -55,8 +55,8 @@ class Memory:
 
     parameters   the model's tensors: trainable weights and BN running statistics
     gradients    one float per trainable weight that a gradient reaches
-    optimizer    SGD's momentum buffer, one float per such weight (train.py's optimiser; 0 when
-                 momentum is off)
+    optimizer    SGD's momentum buffer, one float per such weight (the optimiser of
+                 `rksearch.training.loop`; 0 when momentum is off)
     activations  every tensor autograd keeps for the backward pass during one training-mode
                  forward of the batch (the batch itself, concatenations, BN inputs, ReLU
                  outputs, dropout masks, pooling indices) and BN's per-batch statistics;

@@ -70,6 +70,22 @@ def merge_knobs(family: str, text: str, knobs: dict[str, Any], allowed: Iterable
     return base, given
 
 
+def stem_and_classes(given: dict[str, Any], stem: str = "cifar") -> tuple[str, int | None]:
+    """The stem and classes the ``stem``, ``num_classes`` and ``dataset`` knobs ask for: each given
+    outright, else the data set's, else `stem` and the classes of its first data set (10 on the
+    CIFAR stem, 1000 on ImageNet's; None for a stem no data set has, which the spec refuses).
+
+    Every family reads these knobs here, so that one data set means one stem and one number of
+    classes whatever the model; an unknown data set is a SpecError.
+    """
+    dataset = given.get("dataset")
+    if dataset is not None and dataset not in DATASETS:
+        raise SpecError(f"dataset: {dataset!r} is not one of {', '.join(DATASETS)}")
+    asked = given.get("stem", DATASETS[dataset][0] if dataset else stem)
+    default = DATASETS[dataset][1] if dataset else next((c for s, c in DATASETS.values() if s == asked), None)
+    return asked, given.get("num_classes", default)
+
+
 def parse_value(value: str) -> Any:
     """One knob value as written: true/false, none, integers (a comma list: a tuple), floats, else the text."""
     low = value.lower()
@@ -117,4 +133,4 @@ def as_tuple(value: Any) -> tuple[Any, ...]:
 
 
 __all__ = ["DATASETS", "SpecError", "as_tuple", "base_name", "canonical", "format_value", "merge_knobs",
-           "parse_value", "split_knobs"]
+           "parse_value", "split_knobs", "stem_and_classes"]

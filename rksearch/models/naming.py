@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from rksearch.models.knobs import DATASETS, SpecError, as_tuple, base_name, merge_knobs
+from rksearch.models.knobs import DATASETS, SpecError, as_tuple, base_name, merge_knobs, stem_and_classes
 from rksearch.models.spec import DEFAULT_NECK, ArchSpec
 
 ICLR_RE = re.compile(
@@ -64,7 +64,7 @@ def parse(text: str, **knobs: Any) -> ArchSpec:
     neck = given.get("neck")
     if fields.pop("bottleneck") and neck is None:
         neck = DEFAULT_NECK[fields["form"]]
-    stem, num_classes = _stem_and_classes(given)
+    stem, num_classes = stem_and_classes(given)
     return ArchSpec(
         **fields,
         growth=_per_period(given["k"], periods, "k") if "k" in given else None,
@@ -106,27 +106,23 @@ def _rkcnn_fields(m: re.Match[str], given: dict[str, Any]) -> dict[str, Any]:
             "attention": _bool(given.get("attention", False), "attention"), "bottleneck": False}
 
 
-def _stem_and_classes(given: dict[str, Any]) -> tuple[str, int | None]:
-    """The stem and classes the knobs ask for: explicit ones first, then the data set's (None: the stem's default)."""
-    dataset = given.get("dataset")
-    if dataset is None:
-        return given.get("stem", "cifar"), given.get("num_classes")
-    if dataset not in DATASETS:
-        raise SpecError(f"dataset: {dataset!r} is not one of {', '.join(DATASETS)}")
-    stem, classes = DATASETS[dataset]
-    return given.get("stem", stem), given.get("num_classes", classes)
-
-
 def _per_period(value: Any, periods: int, name: str) -> tuple[int, ...]:
     values = as_tuple(value)
     if len(values) == 1:
         values = values * periods
     if len(values) != periods:
         raise SpecError(f"{name}: {len(values)} values for {periods} periods; give one, or one per period")
-    try:
-        return tuple(int(v) for v in values)
-    except (TypeError, ValueError):
-        raise SpecError(f"{name}: must be integers, got {value!r}") from None
+    # a float is refused, not truncated: 'r=1.5' must not build r = 1
+    if not all(_is_integer(v) for v in values):
+        raise SpecError(f"{name}: must be integers, got {value!r}")
+    return tuple(int(v) for v in values)
+
+
+def _is_integer(value: Any) -> bool:
+    """An int (not a bool), or the text of one."""
+    if isinstance(value, str):
+        return value.strip().removeprefix("-").isdigit()
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _flag(given: dict[str, Any], key: str, from_name: bool, letter: str) -> bool:

@@ -29,6 +29,10 @@ STEMS: tuple[str, ...] = ("cifar", "imagenet")
 #: 4k for the ICLR ERKNets (Table 3), k for the ICLR IRKNets (Table 2), 4k for RKCNN.
 DEFAULT_NECK: dict[str, int] = {"explicit": 4, "clique": 1, "update": 4}
 
+#: the widest bottleneck, as a multiple of k: the paper's are 1k and 4k, so a larger figure is
+#: most likely a width in channels (neck 128 meant as 4k at k = 32 builds a 199M-param model)
+MAX_NECK = 8
+
 #: growth rate k of a spec that gives none, by stem: the paper's CIFAR RKNets (Table 1, k = 36)
 #: and ImageNet ERKNets (Table 3, k = 32)
 DEFAULT_GROWTH: dict[str, int] = {"cifar": 36, "imagenet": 32}
@@ -133,8 +137,7 @@ class ArchSpec:
         _check(all(k >= 1 for k in self.growth), f"growth: every k must be >= 1, got {self.growth}")
         _check(all(m >= 1 for m in self.groups), f"groups: every m must be >= 1, got {self.groups}")
         _check(all(u >= 0 for u in self.iterations), f"iterations: every u must be >= 0, got {self.iterations}")
-        _check(self.neck is None or (isinstance(self.neck, int) and self.neck >= 1),
-               f"neck: bottleneck width multiple must be an integer >= 1 or None, got {self.neck!r}")
+        self._check_neck()
         _check(0.0 <= self.dropout < 1.0, f"dropout: must be in [0, 1), got {self.dropout}")
         _check(isinstance(self.num_classes, int) and self.num_classes >= 2,
                f"num_classes: must be an integer >= 2, got {self.num_classes!r}")
@@ -143,6 +146,20 @@ class ArchSpec:
         if self.attention:
             _check(all(m * k >= 2 for m, k in zip(self.groups[1:], self.growth[1:])),
                    "attention: the attentional transition halves the channels; needs m*k >= 2")
+
+    def _check_neck(self) -> None:
+        """A bottleneck is a multiple of k, 1 to `MAX_NECK`; a larger one is refused with a hint, since it is
+        most likely a width in channels, and every path to a spec (a name's knobs, a study, the cost
+        command line) would otherwise build a model many times the intended size without a word."""
+        _check(self.neck is None or (isinstance(self.neck, int) and self.neck >= 1),
+               f"neck: bottleneck width multiple must be an integer >= 1 or None, got {self.neck!r}")
+        if self.neck is None or self.neck <= MAX_NECK:
+            return
+        k = self.growth[0]
+        exact = len(set(self.growth)) == 1 and self.neck % k == 0
+        hint = f"{self.neck // k} for {self.neck} channels at k={k}" if exact else "4 for 4k"
+        raise SpecError(f"neck: {self.neck} is a multiple of k, at most {MAX_NECK}; "
+                        f"for a width in channels divide it by k: {hint}")
 
     def _check_form(self) -> None:
         """The rules that tie fields to the form (docs/models.md, "Rules")."""
@@ -234,5 +251,5 @@ def _check(condition: bool, message: str) -> None:
         raise SpecError(message)
 
 
-__all__ = ["ArchSpec", "DEFAULT_GROWTH", "DEFAULT_NECK", "FORMS", "IMAGENET_GROUPS", "SOLVERS", "STEMS",
+__all__ = ["ArchSpec", "DEFAULT_GROWTH", "DEFAULT_NECK", "FORMS", "IMAGENET_GROUPS", "MAX_NECK", "SOLVERS", "STEMS",
            "STYLES", "SpecError", "default_groups"]

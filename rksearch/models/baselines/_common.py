@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rksearch.models.knobs import DATASETS, SpecError
+from rksearch.models.knobs import DATASETS, SpecError, stem_and_classes
 
 
 def num_classes(family: str, given: dict[str, Any], stem: str) -> int:
@@ -21,14 +21,14 @@ def num_classes(family: str, given: dict[str, Any], stem: str) -> int:
     """
     hint = ("for ImageNet use DenseNet-121/161/169/201" if stem == "cifar"
             else "for 32x32 data use a CIFAR form such as DenseNet-BC-100")
-    if given.get("stem", stem) != stem:
-        raise SpecError(f"{family}: stem {given['stem']!r} given, but this form has the {stem} stem ({hint})")
-    allowed = [name for name, (s, _) in DATASETS.items() if s == stem]
     dataset = given.get("dataset")
-    if dataset is not None and dataset not in allowed:
+    if dataset is not None and DATASETS.get(dataset, ("",))[0] != stem:
+        allowed = [name for name, (s, _) in DATASETS.items() if s == stem]
         raise SpecError(f"{family}: dataset {dataset!r} is not one of {', '.join(allowed)} ({hint})")
-    default = DATASETS[dataset or allowed[0]][1]
-    return as_int(family, "num_classes", given.get("num_classes", default), minimum=2)
+    asked, classes = stem_and_classes(given, stem)
+    if asked != stem:
+        raise SpecError(f"{family}: stem {asked!r} given, but this form has the {stem} stem ({hint})")
+    return as_int(family, "num_classes", classes, minimum=2)
 
 
 def as_int(family: str, key: str, value: Any, minimum: int) -> int:
