@@ -17,8 +17,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from rksearch.cost import count
-from rksearch.models import SpecError, build
-from rksearch.models.baselines import CliqueNet, parse
+from rksearch.models import SpecError, build, families
+from rksearch.models.baselines import FAMILIES, CliqueNet, ResNetSpec, parse
 from rksearch.models.blocks import CliqueStep
 
 # small CIFAR variants of every family and option, cheap enough for forward + backward
@@ -269,6 +269,13 @@ def test_baseline_names_round_trip_through_canonical_strings(name: str, knobs: d
     assert parse(spec.canonical, **knobs) == spec
 
 
+def test_the_baseline_families_are_the_registered_ones() -> None:
+    """`FAMILIES` names families by the spec classes' constants, so it cannot drift from the registry."""
+    assert set(FAMILIES) <= {family.name for family in families()}
+    assert parse("PreActResNet-20").family == "PreActResNet" and parse("LM-ResNet-20").family == "LM-ResNet"
+    assert [parse(f"{name}-20").family for name in (ResNetSpec.PREACT, ResNetSpec.LM)] == list(FAMILIES[-2:])
+
+
 def test_knobs_beside_the_name_and_in_it_agree() -> None:
     assert parse("CliqueNet-T12 (k=64)").growth == 64
     assert parse("DenseNet-BC-40", k="24", dataset="cifar100").num_classes == 100
@@ -293,6 +300,8 @@ def test_knobs_beside_the_name_and_in_it_agree() -> None:
         (lambda: build("DenseNet-BC-100", dataset="imagenet"), ["DenseNet-121/161/169/201"]),
         (lambda: build("DenseNet-BC-100", stem="imagenet"), ["cifar stem"]),
         (lambda: build("DenseNet-121", dataset="cifar10"), ["DenseNet-BC-100"]),
+        (lambda: build("DenseNet-BC-100", dataset="mnist"), ["dataset 'mnist' is not one of cifar10, cifar100"]),
+        (lambda: build("LM-ResNet-20", stem="cifar", dataset="imagenet"), ["not one of cifar10", "DenseNet-121"]),
         (lambda: build("CliqueNet-T12", k=0), ["k must be an integer >= 1"]),
         (lambda: build("DenseNet-BC-100", dropout=1.5), ["dropout"]),
     ],

@@ -28,7 +28,7 @@ BaselineSpec = Union[DenseNetBCSpec, ImageNetDenseNetSpec, CliqueNetSpec, ResNet
 
 #: the registered families this package defines
 FAMILIES: tuple[str, ...] = (DenseNetBCSpec.family, ImageNetDenseNetSpec.family, CliqueNetSpec.family,
-                             "PreActResNet", "LM-ResNet")
+                             ResNetSpec.PREACT, ResNetSpec.LM)
 
 
 def parse(text: str, **knobs: Any) -> BaselineSpec:

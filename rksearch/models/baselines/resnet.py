@@ -42,12 +42,15 @@ class ResNetSpec:
     multistep: bool = False
     num_classes: int = 10
 
+    #: the registered families: one spec class serves both, `multistep` telling them apart
+    PREACT: ClassVar[str] = "PreActResNet"
+    LM: ClassVar[str] = "LM-ResNet"
     KNOBS: ClassVar[tuple[str, ...]] = ("dataset", "num_classes", "stem")
     #: the input size its costs are quoted at (its stem is fixed by the name)
     default_image_size: ClassVar[int] = 32
-    NAME_RE: ClassVar[re.Pattern[str]] = re.compile(r"^(?P<family>PreActResNet|LM-ResNet)-(?P<depth>\d+)$")
-    HELP: ClassVar[str] = ("expected 'PreActResNet-<depth>' or 'LM-ResNet-<depth>' with depth = 6n + 2, "
-                           "n >= 1, e.g. 'PreActResNet-110', 'LM-ResNet-56'")
+    NAME_RE: ClassVar[re.Pattern[str]] = re.compile(rf"^(?P<family>{PREACT}|{LM})-(?P<depth>\d+)$")
+    HELP: ClassVar[str] = (f"expected '{PREACT}-<depth>' or '{LM}-<depth>' with depth = 6n + 2, "
+                           f"n >= 1, e.g. '{PREACT}-110', '{LM}-56'")
 
     def __post_init__(self) -> None:
         as_int(self.family, "depth", self.depth, minimum=8)
@@ -57,24 +60,24 @@ class ResNetSpec:
 
     @staticmethod
     def matches_preact(text: str) -> bool:
-        return base_name(text).startswith("PreActResNet")
+        return base_name(text).startswith(ResNetSpec.PREACT)
 
     @staticmethod
     def matches_lm(text: str) -> bool:
-        return base_name(text).startswith("LM-ResNet")
+        return base_name(text).startswith(ResNetSpec.LM)
 
     @classmethod
     def parse(cls, text: str, **knobs: Any) -> "ResNetSpec":
-        family = "LM-ResNet" if cls.matches_lm(text) else "PreActResNet"
+        family = cls.LM if cls.matches_lm(text) else cls.PREACT
         base, given = merge_knobs(family, text, knobs, cls.KNOBS)
         m = cls.NAME_RE.match(base)
         if m is None:
             raise SpecError(f"bad {family} name {text!r}: {cls.HELP}")
-        return cls(int(m["depth"]), m["family"] == "LM-ResNet", num_classes(family, given, "cifar"))
+        return cls(int(m["depth"]), m["family"] == cls.LM, num_classes(family, given, "cifar"))
 
     @property
     def family(self) -> str:
-        return "LM-ResNet" if self.multistep else "PreActResNet"
+        return self.LM if self.multistep else self.PREACT
 
     @property
     def blocks_per_stage(self) -> int:
@@ -149,7 +152,7 @@ def build_resnet(spec: ResNetSpec, memory_efficient: bool = False) -> PreActResN
     return PreActResNet(spec)
 
 
-register_family(Family(name="PreActResNet", example="PreActResNet-110", matches=ResNetSpec.matches_preact,
-                       parse=ResNetSpec.parse, build=build_resnet))
-register_family(Family(name="LM-ResNet", example="LM-ResNet-110", matches=ResNetSpec.matches_lm,
+register_family(Family(name=ResNetSpec.PREACT, example=f"{ResNetSpec.PREACT}-110",
+                       matches=ResNetSpec.matches_preact, parse=ResNetSpec.parse, build=build_resnet))
+register_family(Family(name=ResNetSpec.LM, example=f"{ResNetSpec.LM}-110", matches=ResNetSpec.matches_lm,
                        parse=ResNetSpec.parse, build=build_resnet))
