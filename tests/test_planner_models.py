@@ -45,3 +45,19 @@ def test_a_study_can_search_update_counts_with_an_explicit_period() -> None:
     assert [t.problem for t in trials][0].startswith("invalid architecture: iterations: u = 0 in every period")
     mixed = Planner(loads(text.replace("[0, 1]", "{values: [0, 1], per_period: true}"))[0]).plan()
     assert any("u=0,1,1" in t.canonical and t.runnable for t in mixed)
+
+
+def test_an_invalid_named_model_is_labelled_by_its_name() -> None:
+    """A study whose fixed `model: {name: ...}` is refused shows that name in the dry run, with
+    the family's reason, not an anonymous 'RKCNN (...)'; a neck given in channels is refused there
+    as beside a name."""
+    base = STUDY.replace("model: {periods: 3}\n", "").replace("space:\n  stages: [2]\n", "")
+    for model, reason in (("{name: Foo-1}", "unknown model name 'Foo-1'"),
+                          ("{name: DenseNet-BC-41}", "depth 41 is not 6n + 4"),
+                          ("{name: 'ERKNet-2x1 2x1 2x1', neck: 128}", "neck: 128 is a multiple of k, at most 8")):
+        [trial] = Planner(loads(base.replace("seeds:", f"model: {model}\nseeds:"))[0]).plan()
+        name = model.split("name: ")[1].split(",")[0].rstrip("}").strip("'")
+        assert trial.model_name == trial.canonical == name and not trial.runnable
+        assert trial.problem.startswith("invalid architecture: ") and reason in trial.problem
+        [header, row] = describe([trial])
+        assert f" {name} " in row and reason in row

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from rksearch.cost import human_bytes
+from rksearch.models.cost import human_bytes
 from rksearch.search.planner import PlannedTrial
 
 

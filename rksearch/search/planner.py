@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from rksearch import cost as costs
 from rksearch.models import ArchSpec, ModelSpec, SpecError, find_family
+from rksearch.models import cost as costs
 from rksearch.search.schema import PER_PERIOD_FIELDS, TRAIN_FIELDS, Choice, Continuous, IntRange, Study
 from rksearch.training.config import TrialConfig
 from rksearch.training.data import CLASSES, stem_for
@@ -245,6 +245,7 @@ class Planner:
         """The spec of a model name plus the fixed and searched fields as its knobs, or of the fields alone
         (an RKCNN); the stem and classes come from the data."""
         stem, classes = stem_for(self.image_size), self.num_classes
+        arch = dict(arch)  # `resolve` still labels an invalid trial by the caller's arch, name included
         name = arch.pop("name", None)
         if name is None:
             return self._spec(arch, stem, classes)

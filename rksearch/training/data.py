@@ -38,7 +38,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from rksearch.errors import RksearchError
-from rksearch.models.naming import DATASETS
+from rksearch.models.knobs import DATASETS
 
 log = logging.getLogger(__name__)
 
