@@ -31,8 +31,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m rksearch.cost",
+#: the command's name in its usage line when run as a module (`rksearch.cli` passes its own)
+PROG = "python -m rksearch.cost"
+
+
+def _parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = _Parser(prog=prog,
                 description="Params, FLOPs and MACs of a model by name; with --batch-size, its training memory.")
     p.add_argument("name", help="e.g. 'ERKNet-6x1 6x1 6x1', 'IRKNet-5x1 5x1 5x1-AB', 'RKCNN-I-3_3_3', 'DenseNet-BC-100'")
     p.add_argument("--growth-rate", "-k", dest="k", help="growth rate k: one value or one per period (12,24,48)")
@@ -55,12 +59,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 @exits_on_error(ValueError)
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     """Print the model's cost.  A name or knobs the model refuses (`SpecError`), or an input size it
     cannot take (ValueError), end it with one ``error:`` line and status 2, as every rksearch
     command does.  Knob values stay text: each family reads them as it reads a
     name's own knob list."""
-    args = _parser().parse_args(argv)
+    args = _parser(prog).parse_args(argv)
     names = ("k", "m", "r", "u", "dataset", "attention", "neck", "multiscale", "num_classes", "dropout")
     knobs = {key: getattr(args, key) for key in names if getattr(args, key) is not None}
     spec = model_spec(args.name, **knobs)

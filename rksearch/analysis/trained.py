@@ -327,7 +327,7 @@ def _split_root(path: Path) -> tuple[Path, Path]:
 def _stem_and_classes(cfg: TrialConfig, weights: dict[str, Any]) -> tuple[str, int]:
     """The stem and number of classes the trial's model had, from its config (what
     `train.build_model` took from the data set); ImageNet's class count from the weights."""
-    from rksearch.models.naming import DATASETS
+    from rksearch.models.knobs import DATASETS
     from rksearch.training.data import CLASSES, stem_for
 
     d, knobs = cfg.data, cfg.model.knobs

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from rksearch.models.knobs import DATASETS, SpecError, as_tuple, base_name, merge_knobs, stem_and_classes
+from rksearch.models.knobs import SpecError, as_tuple, base_name, merge_knobs, stem_and_classes
 from rksearch.models.spec import DEFAULT_NECK, ArchSpec
 
 ICLR_RE = re.compile(
@@ -156,4 +156,4 @@ def _int_or_none(value: Any, key: str) -> int | None:
         raise SpecError(f"{key}: must be an integer multiple of k like 4 or '4k', got {value!r}") from None
 
 
-__all__ = ["DATASETS", "KNOBS", "NAME_HELP", "is_rkcnn_name", "parse"]
+__all__ = ["KNOBS", "NAME_HELP", "is_rkcnn_name", "parse"]
