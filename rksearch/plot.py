@@ -1,10 +1,12 @@
-"""``rksearch plot figure4|curves|pareto|ablation --study NAME -o out.png [--storage URL]``
+"""``rksearch plot figure4|curves|pareto|ablation|importance|parallel|contour|history --study NAME -o out.png``
 
 Draws a study's results straight from the database: a thin layer over `rksearch.results`
 (read), `rksearch.analysis` (statistics) and `rksearch.analysis.plots` (drawing), importing
-neither Ray nor a GUI backend, so it runs on a laptop with only the database file.  Any problem
-with the inputs is one line on stderr and exit status 2.  ``python -m rksearch.plot`` is the
-same command.
+neither Ray nor a GUI backend, so it runs on a laptop with only the database file.  The Optuna
+kinds (importance, parallel, contour, history) are Optuna's own plots of the Optuna study kept
+in the same database (`rksearch.analysis.optuna_plots`), imported only when asked for, so the
+other kinds never import Optuna.  Any problem with the inputs is one line on stderr and exit
+status 2.  ``python -m rksearch.plot`` is the same command.
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ KINDS = {
     "curves": "validation error per epoch, one line per trial",
     "pareto": "every trial's metric against a cost, with the front",
     "ablation": "each factor level's paired difference from its base, with intervals",
+    "importance": "each search dimension's share of the objective's variance (fANOVA, optuna.importance)",
+    "parallel": "every completed trial as a line through its dimensions and objective (Optuna)",
+    "contour": "the objective over each pair of search dimensions (Optuna)",
+    "history": "each trial's objective in the order it ran, with the best so far (Optuna)",
 }
+
+#: the kinds drawn by Optuna from the study's Optuna mirror (`rksearch.analysis.optuna_plots`)
+OPTUNA_KINDS = ("importance", "parallel", "contour", "history")
 
 EPILOG = """examples:
   rksearch plot figure4 --study quickstart -o figure4.png
@@ -38,6 +47,10 @@ EPILOG = """examples:
   rksearch plot curves --study quickstart --by growth -o curves.svg
   rksearch plot pareto --study quickstart --x params --y test_acc -o pareto.png
   rksearch plot ablation --study attention_ablation --by attention -o ablation.png
+  rksearch plot importance --study quickstart -o importance.png      # also prints the importances
+  rksearch plot parallel --study quickstart -o parallel.pdf
+  rksearch plot contour --study quickstart -o contour.png
+  rksearch plot history --study pareto_search --objective 1 -o history.png   # its 2nd objective (FLOPs)
 """
 
 
@@ -45,7 +58,7 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Draw a study's results straight from the database, without Ray or a display.\n\nkinds:\n"
-                    + "\n".join(f"  {kind:<9} {what}" for kind, what in KINDS.items()),
+                    + "\n".join(f"  {kind:<10} {what}" for kind, what in KINDS.items()),
     )  # fmt: skip
     parser.add_argument("kind", choices=KINDS, metavar="KIND", help=f"what to draw: {', '.join(KINDS)}")
     cli.add_storage(parser)
@@ -63,13 +76,33 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument("--y", default=plots.DEFAULT_METRIC, metavar="METRIC",
                         help=f"figure4, pareto: the metric, mean over seeds (default {plots.DEFAULT_METRIC}, the "
                         "reporting one; test_acc, or best_val_error for a database without test numbers)")  # fmt: skip
+    parser.add_argument("--objective", type=int, metavar="N",
+                        help="importance, parallel, contour, history: which objective of a multi-objective study "
+                        "(0, the first, by default)")  # fmt: skip
     parser.add_argument("-o", "--output", type=Path, metavar="FILE", required=True,
                         help="output file: .png, .pdf or .svg")
     return parser
 
 
+def draw_optuna(args: argparse.Namespace) -> Figure:
+    """An Optuna kind: Optuna's plot of the study's Optuna mirror; says which objective it shows
+    (and, for importance, prints the importances it drew)."""
+    from rksearch.analysis import optuna_plots
+
+    study = optuna_plots.optuna_study(args.storage, args.study)
+    objective = optuna_plots.study_objective(study, args.objective)
+    if objective.count > 1:
+        print(f"objective: {objective.describe()}; --objective N picks another")
+    if args.kind == "importance":
+        ranked = optuna_plots.param_importances(study, objective)
+        print("importance (fANOVA): " + ", ".join(f"{name} {value:.3f}" for name, value in ranked.items()))
+    return optuna_plots.optuna_figure(study, args.kind, objective)
+
+
 def draw(args: argparse.Namespace) -> Figure:
     """The figure `args` ask for (raises ValueError/KeyError/StoreError on bad inputs)."""
+    if args.kind in OPTUNA_KINDS:
+        return draw_optuna(args)
     title = args.study
     if args.kind == "curves":
         return plots.curves(results.load_epochs(args.storage, args.study), by=args.by, log=args.log, title=title)
@@ -93,9 +126,11 @@ def main(argv: list[str] | None = None, *, prog: str = PROG) -> int:
         raise ValueError(f"cannot write {args.output}: the output must end in one of {', '.join(FORMATS)}")
     if args.reference is not None and args.kind != "figure4":
         raise ValueError("--reference only applies to figure4")
+    if args.objective is not None and args.kind not in OPTUNA_KINDS:
+        raise ValueError(f"--objective only applies to {', '.join(OPTUNA_KINDS)}")
     figure = draw(args)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(args.output, dpi=200)
+    figure.savefig(args.output, dpi=200, bbox_inches="tight")  # Optuna's legends sit outside the axes
     print(f"wrote {args.output}")
     return 0
 

@@ -391,6 +391,28 @@ def test_cli_missing_database_and_no_ray_import(tmp_path: Path) -> None:
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
 
 
+def test_cli_figure4_imports_neither_optuna_nor_ray(url: str, tmp_path: Path) -> None:
+    """Only the Optuna kinds (importance, parallel, ...) import Optuna, through optuna_plots."""
+    code = (
+        "import sys; from rksearch import plot; "
+        f"rc = plot.main(['figure4', '--storage', {url!r}, '--study', 'reported', '-o', '{tmp_path}/x.png']); "
+        "print(sorted(m for m in ('ray', 'optuna', 'rksearch.analysis.optuna_plots') if m in sys.modules)); "
+        "sys.exit(rc)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_cli_help_lists_every_kind_with_an_example(capsys) -> None:
+    with pytest.raises(SystemExit):
+        plot.main(["--help"], prog="rksearch plot")
+    text = capsys.readouterr().out
+    for kind in plot.KINDS:
+        assert f"\n  {kind} " in text and f"rksearch plot {kind} --study " in text, kind
+
+
 def test_cli_default_plots_are_test_error_means_selected_on_validation(
     url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

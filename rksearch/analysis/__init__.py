@@ -7,7 +7,9 @@ One job per submodule:
 - `stats`: `mean_ci`, `paired`, `holm`: intervals and tests that invent nothing from one seed;
 - `tables`: the paper's Table 1 (`paper_table`) as Markdown, LaTeX or CSV;
 - `ablations`: per factor and level, the seed-paired difference from the base, Holm-adjusted;
-- `pareto`, `plots`, `report` (the end-of-study summary), `trained` (a trial's model, reloaded).
+- `pareto`, `plots`, `report` (the end-of-study summary), `trained` (a trial's model, reloaded);
+- `optuna_plots`: Optuna's own importance, parallel, contour and history plots of the Optuna
+  study kept in the same database.
 
 The public names (``rksearch.analysis.mean_ci``, ``.ablation``, ``.paper_table``,
 ``.figure4``, ...) resolve lazily, each importing only the submodule that defines it (and what
@@ -40,6 +42,8 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "pareto": ("minimises", "MINIMISED_WORDS", "MINIMISED_SUFFIXES"),
     "plots": ("AXES", "EPOCH_AXES", "DEFAULT_METRIC", "REFERENCE_COLUMNS", "axis", "style", "read_reference",
               "figure4", "curves", "pareto_plot", "ablation_chart"),
+    "optuna_plots": ("FANOVA_SEED", "MIN_COMPLETE", "OPTUNA_MARKER_TABLE", "StudyObjective", "optuna_figure",
+                     "optuna_study", "param_importances", "study_objective"),
     "report": ("study_summary",),
     "trained": ("ModelError", "Trained", "load_model", "evaluate", "export"),
 }  # fmt: skip
