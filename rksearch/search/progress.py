@@ -1,14 +1,29 @@
-"""What a person watching a study sees: one live status line (the summary at the end is
+"""What a person watching a study sees: a live status (the summary at the end is
 `rksearch.analysis.report`, read from the database).
 
 Ray Tune's own tables are switched off (``verbose=0``) and Ray's logs go to a file; this view
-counts trials by state, shows the best so far and a rough ETA, and redraws in place on a
-terminal (one line per finished trial when the output is a file or a CI log).
+counts trials by state, shows the best so far, the epochs done of those planned with an ETA, and
+each running trial's epoch.  On a terminal it redraws two lines in place about once a second; on
+anything else (a CI log, ``nohup``, a file) it prints a plain line every `every` seconds
+(``$RKSEARCH_PROGRESS_EVERY``, default 30) and one per finished trial, never a carriage return.
+
+The ETA counts epochs, not trials, so it means something after the first epochs of the first
+trials (a Table-1 sweep may not finish a trial for hours):
+  - planned: each trial Tune has created plans its own epochs (its ``epochs`` search value, else
+    the study's ``train.epochs``); one not yet created plans the mean of those seen so far;
+  - done: epochs reported in this run (a resumed trial's earlier epochs are not counted);
+  - left: planned minus reached for trials still to finish; a trial that ended early (stopped by
+    ASHA, failed) leaves nothing, so the remaining work shrinks when the scheduler prunes;
+  - rate: epochs per second over the last `window` seconds (since the first trial started,
+    while the study is younger than that), so it follows the cluster as it fills or drains.
 """
 
 from __future__ import annotations
 
+import collections
 import math
+import os
+import shutil
 import sys
 import time
 from typing import Any, Callable, TextIO
@@ -17,38 +32,65 @@ from ray import tune
 
 from rksearch.training.status import TrialStatus
 
+#: seconds between plain lines when the output is not a terminal
+EVERY_ENV = "RKSEARCH_PROGRESS_EVERY"
+#: running trials shown by name before "+N more"
+SHOWN = 3
+#: characters of a model name shown before ".."
+NAME_WIDTH = 12
+
 
 class ProgressView(tune.Callback):
-    """Live counts: done / running / pending / failed, best so far, elapsed and ETA.
+    """Live counts: done / running / pending / failed, best so far, epochs, elapsed and ETA.
 
     A trial is done when it reached its end: completed, failed for good, or stopped by the
     scheduler.  One that Tune ended because the study stopped (Ctrl-C, a fault) is not done,
     it is waiting for the resume; and the best is taken over trials that have not failed.
+    `clock` is injectable so that tests drive time instead of sleeping.
     """
 
     def __init__(self, study: str, metric: str, total: int, already_done: int = 0,
-                 stream: TextIO | None = None, pruned: Callable[[str], bool] | None = None) -> None:
+                 stream: TextIO | None = None, pruned: Callable[[str], bool] | None = None, *,
+                 epochs: int = 1, every: float | None = None, window: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.study, self.metric, self.total, self.already_done = study, metric, total, already_done
         self.pruned = pruned  # None (no scheduler): nothing is ever pruned
+        self.epochs = epochs  # a trial's planned epochs when its config does not search them
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
-        self.started = time.monotonic()
+        self.every = float(os.environ.get(EVERY_ENV, 30)) if every is None else every
+        self.window, self.clock = window, clock
+        self.started = clock()
         #: Tune trial id -> (best value, model name) of every trial that has not failed
         self.bests: dict[str, tuple[float, str]] = {}
-        self._last_draw = 0.0
+        #: Tune trial id -> (epoch it started this run from, epoch reached, model name)
+        self.reached: dict[str, tuple[int, int, str]] = {}
+        #: (time, epochs done) samples for the rate; the first is the window's start
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
+        self._last_draw = -math.inf
+        self._drawn = 0  # lines of the last redraw on a terminal
         self._trials: list = []
         self.label = "val acc"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "stream": None, "_trials": []}
+        return {**self.__dict__, "stream": None, "_trials": [], "clock": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.stream = sys.stdout
+        self.stream, self.clock = sys.stdout, time.monotonic
 
     @property
     def best(self) -> tuple[float, str] | None:
         return max(self.bests.values(), default=None)
+
+    @property
+    def epochs_done(self) -> int:
+        return sum(reached - start for start, reached, _ in self.reached.values())
+
+    # ---- Tune's events -------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if not self._samples:  # the rate counts from the first trial's start, not Ray's
+            self._samples.append((self.clock(), 0))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._trials = trials
@@ -59,8 +101,13 @@ class ProgressView(tune.Callback):
             known = self.bests.get(trial.trial_id)
             if known is None or value > known[0]:
                 self.bests[trial.trial_id] = (float(value), str(result.get("model_name", trial.trial_id)))
-        if self.tty and time.monotonic() - self._last_draw > 1.0:
-            self._draw(trials, final=False)
+        self._count_epoch(trial, result)
+        self._tick(trials)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        """Tune's loop turns many times a second: the clock between results."""
+        self._trials = trials
+        self._tick(trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._trials = trials
@@ -78,27 +125,83 @@ class ProgressView(tune.Callback):
             self.stream.write("\n")
             self.stream.flush()
 
+    # ---- what is shown -------------------------------------------------------------------
     def line(self, trials: list) -> str:
         outcomes = [_outcome(t, self.pruned) for t in trials]
         running, done = outcomes.count("running"), outcomes.count("done") + outcomes.count("failed")
         failed = outcomes.count("failed")
         waiting = max(self.total - done - running, 0)
-        elapsed = time.monotonic() - self.started
-        eta = "?"
-        if done:
-            eta = _clock(elapsed / done * (self.total - done))
+        elapsed = self.clock() - self.started
         best = f"best {self.best[0]:.4f} {self.label} ({self.best[1]})" if self.best else f"best {self.label} -"
         return (f"[{self.study}] {done + self.already_done}/{self.total + self.already_done} done, "
                 f"{running} running, {waiting} pending, {failed} failed | {best} | "
-                f"elapsed {_clock(elapsed)}, eta {eta}")
+                f"{self._epochs(trials, outcomes)} | elapsed {_clock(elapsed)}")
+
+    def running(self, trials: list) -> str:
+        """Each running trial's epoch, e.g. ``ERKNet-6x1.. 37/300``, the first `SHOWN` of them."""
+        shown = []
+        for trial in trials:
+            if _outcome(trial, self.pruned) == "running":
+                _, reached, name = self.reached.get(trial.trial_id, (0, 0, str(trial)))
+                shown.append(f"{_short(name)} {reached}/{self._planned(trial)}")
+        more = f" +{len(shown) - SHOWN} more" if len(shown) > SHOWN else ""
+        return "running: " + (", ".join(shown[:SHOWN]) + more if shown else "-")
+
+    def _epochs(self, trials: list, outcomes: list[str]) -> str:
+        """``epochs 17/60, 0.42/s, eta 1:42``: done in this run of those it plans, rate and ETA."""
+        seen = {t.trial_id: self._planned(t) for t in trials}
+        mean = sum(seen.values()) / len(seen) if seen else self.epochs
+        unseen = max(self.total - len(trials), 0)
+        left = unseen * mean + sum(max(seen[t.trial_id] - self.reached.get(t.trial_id, (0, 0))[1], 0)
+                                   for t, outcome in zip(trials, outcomes) if outcome in ("running", "waiting"))
+        done = self.epochs_done
+        rate = self._rate(done)
+        eta = "?" if rate is None else _clock(left / rate)
+        speed = "-" if rate is None else (f"{rate:.2f}/s" if rate >= 0.1 else f"{rate * 3600:.0f}/h")
+        return f"epochs {done}/{done + round(left)}, {speed}, eta {eta}"
+
+    def _planned(self, trial: Any) -> int:
+        """A trial's planned epochs: its ``epochs`` search value, else the study's."""
+        spec = (getattr(trial, "config", None) or {}).get("trial") or {}
+        return int(spec.get("assignment", {}).get("epochs", self.epochs))
+
+    def _count_epoch(self, trial: Any, result: dict) -> None:
+        epoch = result.get("epoch")
+        if not isinstance(epoch, int):
+            return
+        name = str(result.get("model_name", trial))
+        start, reached, _ = self.reached.get(trial.trial_id, (epoch - 1, epoch - 1, name))
+        self.reached[trial.trial_id] = (start, max(reached, epoch), name)
+        now = self.clock()
+        if not self._samples:
+            self._samples.append((self.started, 0))
+        self._samples.append((now, self.epochs_done))
+
+    def _rate(self, done: int) -> float | None:
+        """Epochs per second since the newest sample at least `window` seconds old (or the start)."""
+        now = self.clock()
+        while len(self._samples) > 1 and self._samples[1][0] <= now - self.window:
+            self._samples.popleft()
+        if not self._samples:
+            return None
+        since, then = self._samples[0]
+        return (done - then) / (now - since) if done > then and now > since else None
+
+    def _tick(self, trials: list) -> None:
+        """Redraw a terminal about once a second; a plain line every `every` seconds elsewhere."""
+        if self.clock() - self._last_draw >= (1.0 if self.tty else self.every):
+            self._draw(trials, final=not self.tty)
 
     def _draw(self, trials: list, final: bool) -> None:
-        self._last_draw = time.monotonic()
-        text = self.line(trials)
+        self._last_draw = self.clock()
+        summary, running = self.line(trials), self.running(trials)
         if self.tty:
-            self.stream.write("\r\033[K" + text)
+            width = max(shutil.get_terminal_size().columns - 1, 20)  # a wrapped line could not be redrawn
+            up = "\033[F" * max(self._drawn - 1, 0)  # back to the first line of the last redraw
+            self.stream.write(f"\r{up}\033[J{summary[:width]}\n{('  ' + running)[:width]}")
+            self._drawn = 2
         elif final:
-            self.stream.write(text + "\n")
+            self.stream.write(f"{summary} | {running}\n")
         self.stream.flush()
 
 
@@ -111,6 +214,10 @@ def _outcome(trial: Any, pruned: Callable[[str], bool] | None) -> str:
     if trial.status == "TERMINATED" and ended:
         return "done"
     return "running" if trial.status == "RUNNING" else "waiting"
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= NAME_WIDTH else name[:NAME_WIDTH - 2] + ".."
 
 
 def _clock(seconds: float) -> str:
