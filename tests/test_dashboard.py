@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -75,7 +76,7 @@ def dashboard(url: str, log: Path) -> Iterator[str]:
         _wait_until_serving(server, base, log)
         yield base
     finally:
-        server.terminate()
+        server.send_signal(signal.SIGINT)  # gunicorn's quick shutdown (SIGTERM waits for its workers)
         try:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
