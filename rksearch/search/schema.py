@@ -1,8 +1,8 @@
 """The study file's schema: pydantic models of every section, each forbidding unknown keys.
 
 A study names its data, its training recipe, the fixed architecture (`model:`), the searched
-dimensions (`space:`), how points are chosen (`search:`, `scheduler:`), budgets, resources and
-storage.  Cross-field rules that would only fail once trials run (a grid over a continuous
+dimensions (`space:`), how points are chosen (`search:`, `scheduler:`), budgets, resources,
+storage and trackers.  Cross-field rules that would only fail once trials run (a grid over a continuous
 axis, fp16 on the CPU) are refused here, as a validation error.  Reading a file, and turning
 validation errors into lines that say where the file is wrong, is `rksearch.search.loader`'s.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from typing import Annotated, Any, ClassVar, Literal, Union
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -235,6 +236,51 @@ class Failure(_Strict):
     max_failures: int = Field(2, ge=0, description="retries of a trial whose worker died, from its last checkpoint")
 
 
+class MLflow(_Strict):
+    """Each trial an MLflow run (Ray Tune's MLflowLoggerCallback, on the driver)."""
+
+    tracking_uri: str | None = Field(
+        None, description="where runs go (file:///path/mlruns, http://host:5000, ...); default: MLflow's own "
+                          "(MLFLOW_TRACKING_URI, else a store in the working directory)")
+    experiment: str | None = Field(None, min_length=1, description="the MLflow experiment; default: the study's name")
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_password(cls, uri: str | None) -> str | None:
+        # the study file is stored in the database and shown by `results`: a password would leak there
+        if uri is not None and urlsplit(uri).password is not None:
+            raise ValueError("holds a password, which the study file would store in the database; write the URI "
+                             "without it and set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD "
+                             "(or MLFLOW_TRACKING_TOKEN) in the environment")
+        return uri
+
+
+class Wandb(_Strict):
+    """Each trial a W&B run (Ray Tune's WandbLoggerCallback); the API key only from the environment."""
+
+    project: str | None = Field(None, min_length=1, description="the W&B project; default: the study's name")
+    mode: Literal["online", "offline", "disabled"] = Field(
+        "online", description="offline writes runs under each trial's directory for `wandb sync`")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_key(cls, data: Any) -> Any:
+        # refused with its reason rather than as an unknown field: a key in the file would be stored in the database
+        if isinstance(data, dict) and {"api_key", "api_key_file"} & set(data):
+            raise ValueError("api_key: not read from the study file, which is stored in the database; "
+                             "set WANDB_API_KEY in the environment (or run `wandb login`)")
+        return data
+
+
+class Tracking(_Strict):
+    """Experiment trackers that receive every trial's per-epoch results (optional extra: rksearch[tracking])."""
+
+    tensorboard: bool = Field(False, description="check that Ray writes TensorBoard event files and say where "
+                                                 "in the end-of-study summary")
+    mlflow: MLflow | None = None
+    wandb: Wandb | None = None
+
+
 class Study(_Strict):
     """A whole study file."""
 
@@ -251,6 +297,7 @@ class Study(_Strict):
     resources: Resources = Field(default_factory=Resources)
     storage: Storage = Field(default_factory=Storage)
     failure: Failure = Field(default_factory=Failure)
+    tracking: Tracking = Field(default_factory=Tracking)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     reuse: bool | Literal["any"] = Field(
         False, description="link results of identical trials already completed in the database: true links only "
