@@ -49,9 +49,9 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> str:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     grid = optuna.create_study(study_name="grid", storage=url, direction="maximize")
     pareto = optuna.create_study(study_name="pareto", storage=url, directions=["maximize", "minimize"])
-    with pytest.warns(optuna.exceptions.ExperimentalWarning):
-        grid.set_metric_names(["val_acc"])
-        pareto.set_metric_names(["val_acc", "flops"])
+    for study, names in ((grid, ["val_acc"]), (pareto, ["val_acc", "flops"])):
+        with pytest.warns(optuna.exceptions.ExperimentalWarning):
+            study.set_metric_names(names)
     for form, stages, growth in GRID:
         params = {"form": form, "stages": stages, "growth": growth}
         _add(grid, params, [_accuracy(form, stages, growth)])
@@ -86,7 +86,7 @@ def test_importances_are_optunas_fanova_and_the_chart_draws_them(url: str) -> No
     expected = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=optuna_plots.FANOVA_SEED))
     found = optuna_plots.param_importances(study, optuna_plots.study_objective(study))
     assert found == pytest.approx(dict(expected)) and list(found) == list(expected)
-    assert list(found)[0] == "stages" and sum(found.values()) == pytest.approx(1.0)
+    assert next(iter(found)) == "stages" and sum(found.values()) == pytest.approx(1.0)
     figure = optuna_plots.optuna_figure(study, "importance")
     bars = {bar.get_y(): bar.get_width() for bar in figure.axes[0].patches}
     assert sorted(bars.values()) == pytest.approx(sorted(found.values()), abs=0.006)  # Optuna rounds to 2 places
@@ -137,7 +137,7 @@ def test_errors_are_one_line_and_exit_2(url: str, tmp_path: Path, capsys, argv: 
 def test_a_database_without_optuna_tables_is_refused_untouched(tmp_path: Path, capsys) -> None:
     """An rksearch database from before the Optuna mirror has its own `studies` and `trials`:
     Optuna's `load_study(storage=URL)` would add its tables to it before failing; here nothing is
-    written and the message says what to do."""
+    written and the message names the command that mirrors its studies."""
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as conn:
         conn.executescript("CREATE TABLE studies (id INTEGER PRIMARY KEY, name TEXT);"
@@ -147,7 +147,7 @@ def test_a_database_without_optuna_tables_is_refused_untouched(tmp_path: Path, c
     code, _, err = _plot(capsys, f"sqlite:///{path}", "importance", "--study", "quickstart",
                          "-o", str(tmp_path / "x.png"))  # fmt: skip
     assert code == 2 and err.count("\n") == 1
-    assert "has no Optuna studies" in err and "run the study again" in err
+    assert "has no Optuna studies" in err and "'rksearch run STUDY.yaml --storage URL --resume' adds it" in err
     assert sqlite3.connect(path).execute(tables).fetchall() == before
 
 

@@ -10,7 +10,7 @@ of a multi-objective study, refuses what Optuna would draw as an empty chart, an
 
 Loading never writes: a database without Optuna's tables (one written before rksearch mirrored
 its studies) is refused before Optuna could create its tables in it, as
-``optuna.load_study(storage=URL)`` would.  Optuna and its plotting are imported only here, so
+``optuna.load_study(storage=URL)`` would, with the command that mirrors its studies.  Optuna and its plotting are imported only here, so
 `rksearch plot figure4` never imports them.
 """
 
@@ -36,6 +36,10 @@ from rksearch.store.urls import redact
 
 #: the table Optuna's RDB schema always has: a database without it holds no Optuna study
 OPTUNA_MARKER_TABLE = "version_info"
+
+#: how a study recorded before the Optuna mirror gets one: a resumed run retrains nothing and
+#: mirrors every recorded trial at its end
+_MIRROR_HINT = "'rksearch run STUDY.yaml --storage URL --resume' adds it from the recorded trials, training nothing"
 
 #: completed trials a plot needs: fANOVA and the contour need two, and one point shows nothing
 MIN_COMPLETE = 2
@@ -88,8 +92,8 @@ def optuna_study(url: str, name: str) -> optuna.Study:
     finally:
         engine.dispose()
     if OPTUNA_MARKER_TABLE not in tables:
-        raise ValueError(f"{redact(url)} has no Optuna studies (written before rksearch kept one per study): "
-                         f"run the study again into a new database to plot it with Optuna's tools")  # fmt: skip
+        raise ValueError(f"{redact(url)} has no Optuna studies (recorded before rksearch kept one per study): "
+                         f"{_MIRROR_HINT}")  # fmt: skip
     try:
         storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
     except RuntimeError as exc:  # Optuna's schema check: a database of another Optuna version
@@ -98,7 +102,8 @@ def optuna_study(url: str, name: str) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         known = ", ".join(optuna.get_all_study_names(storage)) or "none"
-        raise ValueError(f"no Optuna study named {name!r} in {redact(url)} (studies there: {known})") from None
+        raise ValueError(f"no Optuna study named {name!r} in {redact(url)} (studies there: {known}); "
+                         f"if rksearch recorded it before keeping Optuna studies, {_MIRROR_HINT}") from None
 
 
 def study_objective(study: optuna.Study, index: int | None = None) -> StudyObjective:
