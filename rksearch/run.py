@@ -1,7 +1,7 @@
 """``python -m rksearch.run STUDY.yaml``: validate, plan, train, record, summarise.
 
-Thin by design: parse arguments, load the study, hand it to `engine.run_study`, print the
-summary.  Exit status 0 when every trial's results are in the database; 1 when a fault (a full
+Thin by design: parse arguments, load the study, hand it to `rksearch.api.execute` (the path
+`rksearch.run_study` takes from Python), print the summary.  Exit status 0 when every trial's results are in the database; 1 when a fault (a full
 disk, a database that refuses writes, an internal error) left the study unfinished; 2 for a
 bad study file / option / database / cluster, refused before anything trains (every
 `rksearch.errors.RksearchError`); 130 when interrupted (Ctrl-C or SIGTERM).  Every failure
@@ -120,13 +120,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
 
 def _dry_run(study: Study) -> int:
     """Print every trial the study would train, priced on this machine, and what happens to it."""
+    from rksearch.api import planned_trials
     from rksearch.search.dryrun import describe
-    from rksearch.search.planner import Node, Planner
 
-    planner = Planner(study, node=Node.this_machine())
-    optuna = study.search.algorithm not in ("grid", "random")
-    trials = [planner.resolve(a, study.seeds[0]) for a in planner.points()] if optuna else planner.plan()
-    if optuna:
+    trials = planned_trials(study)
+    if study.search.algorithm not in ("grid", "random"):
         print(f"{study.search.algorithm}: {study.search.num_samples} trials chosen by Optuna while the "
               "study runs; a random sample of the space, priced:")
     print("\n".join(describe(trials)))
@@ -138,15 +136,13 @@ def _dry_run(study: Study) -> int:
 def _run(study: Study, text: str, args: argparse.Namespace, argv: list[str]) -> int:
     """Run the study and summarise it.  From here on the study may exist in the database, so
     every way out but a refused preflight names the command that continues it."""
-    from rksearch.search.engine import run_study
+    from rksearch.api import execute
     from rksearch.search.preflight import PreflightError
 
-    url = args.storage or os.environ.get(STORAGE_ENV) or study.storage.url
     hint = f"continue with  {resume_command(argv)}"
     try:
-        run = run_study(study, text, storage_url=url, storage_path=args.storage_path,
-                        address=args.address or os.environ.get("RAY_ADDRESS"), resume=args.resume,
-                        retry_failed=args.retry_failed, preflight=not args.no_preflight)
+        run, url = execute(study, text, storage=args.storage, storage_path=args.storage_path, address=args.address,
+                           resume=args.resume, retry_failed=args.retry_failed, preflight=not args.no_preflight)
         return _summarise(run, study, url, hint)
     except PreflightError as exc:  # the cluster was refused before the study began: nothing to continue
         return _refused(exc)

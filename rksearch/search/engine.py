@@ -291,7 +291,8 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
           f"reused, {plan.already} done before) on {resources.get('CPU', 0):g} CPUs / {resources.get('GPU', 0):g} "
           f"GPUs; checkpoints and Ray logs under {root}", file=out, flush=True)
     pruned = scheduler.stopped_trial if scheduler is not None else None
-    view = progress.ProgressView(study.name, "best_val_acc", plan.total, plan.already, stream, pruned=pruned)
+    view = progress.ProgressView(study.name, "best_val_acc", plan.total, plan.already, stream, pruned=pruned,
+                                 epochs=study.train.epochs)
     study_json = study.model_dump_json()
     recorder = StoreCallback(store, study_id, Describe(study_json), journal, pruned=pruned)
     tuner = _tuner(study, study_json, plan, root, scheduler, recorder, view)
@@ -502,8 +503,9 @@ def _start_ray(address: str | None, root: Path) -> None:
     ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
              configure_logging=False)
     # Ray installs a SIGTERM handler that exits at once (sys.exit from a C++ hook, before any
-    # cleanup of ours); put back the caller's own (run.py's marks the study interrupted)
-    if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
+    # cleanup of ours); put back the caller's own (run.py's marks the study interrupted; a
+    # notebook's default, so that a second `rksearch.run_study` finds signals as they were)
+    if on_sigterm is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_sigterm)
     log.info("Ray logs: %s", log_file)
 
