@@ -14,8 +14,9 @@ added to, and no signal handler is left changed.  Nothing heavy is imported unti
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rksearch.errors import RksearchError
 

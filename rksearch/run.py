@@ -18,7 +18,8 @@ import shutil
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rksearch.cli import STORAGE_ENV
 from rksearch.errors import RksearchError

@@ -100,12 +100,12 @@ def test_off_a_terminal_a_plain_line_every_n_seconds_and_no_carriage_return() ->
     lines = out.getvalue().splitlines()
     assert "\r" not in out.getvalue() and "\033" not in out.getvalue()
     assert len(lines) == 3, lines  # at 0, 30 and 60 s
-    assert re.search(r"epochs 12/1200, 0\.20/s, eta \d+:\d\d:\d\d \| elapsed 1:00 \| running: ERKNet-2x1 12/300$",
-                     lines[-1]), lines[-1]
+    assert re.search(r"epochs 12/1200, 0\.20/s, eta \d+:\d\d:\d\d \| elapsed 1:00 \| best .* \| "
+                     r"running: ERKNet-2x1 12/300$", lines[-1]), lines[-1]
 
 
-def test_on_a_terminal_two_lines_redrawn_in_place_cut_to_its_width(monkeypatch) -> None:
-    monkeypatch.setenv("COLUMNS", "200")
+def test_on_a_terminal_lines_redrawn_in_place_fitted_to_its_width(monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
     clock, out = _Clock(), _Tty()
     view = _view(out, clock)
     trials = [_Trial("a")]
@@ -119,10 +119,14 @@ def test_on_a_terminal_two_lines_redrawn_in_place_cut_to_its_width(monkeypatch) 
     assert len(draws) == 4  # three epochs (a second or more apart) and the last
     assert not draws[0].startswith("\033[F") and all(d.startswith("\033[F\033[J") for d in draws[1:])
     assert draws[-1].endswith("running: ERKNet-2x1 3/300\n")
-    assert "epochs 3/1200" in draws[-1]
+    assert "epochs 3/1200" in draws[-1] and "eta 39:54" in draws[-1]
+    assert all(len(line) <= 99 for line in draws[-1].replace("\033[F\033[J", "").splitlines())
     monkeypatch.setenv("COLUMNS", "41")
     view.finish()
-    assert all(len(line) <= 40 for line in out.getvalue().split("\r")[-1].replace("\033[F\033[J", "").splitlines())
+    last = out.getvalue().split("\r")[-1]
+    assert last.startswith("\033[F\033[J")  # two lines drawn last time: up one, then clear
+    lines = last.replace("\033[F", "").replace("\033[J", "").splitlines()
+    assert len(lines) == 5 and all(len(line) <= 40 for line in lines) and lines[1] == "  epochs 3/1200, 0.50/s, eta 39:54"
 
 
 def test_the_view_pickles_without_its_stream_or_clock() -> None:
@@ -130,3 +134,10 @@ def test_the_view_pickles_without_its_stream_or_clock() -> None:
 
     view = pickle.loads(pickle.dumps(_view(io.StringIO(), _Clock())))
     assert view.clock() > 0 and view.stream is not None
+
+
+def test_the_period_comes_from_the_environment_and_a_bad_one_is_not_fatal(monkeypatch) -> None:
+    monkeypatch.setenv("RKSEARCH_PROGRESS_EVERY", "5")
+    assert _view(io.StringIO(), _Clock()).every == 5.0
+    monkeypatch.setenv("RKSEARCH_PROGRESS_EVERY", "soon")
+    assert _view(io.StringIO(), _Clock()).every == 30.0

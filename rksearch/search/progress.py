@@ -3,7 +3,8 @@
 
 Ray Tune's own tables are switched off (``verbose=0``) and Ray's logs go to a file; this view
 counts trials by state, shows the best so far, the epochs done of those planned with an ETA, and
-each running trial's epoch.  On a terminal it redraws two lines in place about once a second; on
+each running trial's epoch.  On a terminal it redraws in place about once a second, in as many
+lines as its width needs (a line the terminal wrapped could not be drawn over); on
 anything else (a CI log, ``nohup``, a file) it prints a plain line every `every` seconds
 (``$RKSEARCH_PROGRESS_EVERY``, default 30) and one per finished trial, never a carriage return.
 
@@ -21,16 +22,20 @@ trials (a Table-1 sweep may not finish a trial for hours):
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import os
 import shutil
 import sys
 import time
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from ray import tune
 
 from rksearch.training.status import TrialStatus
+
+log = logging.getLogger(__name__)
 
 #: seconds between plain lines when the output is not a terminal
 EVERY_ENV = "RKSEARCH_PROGRESS_EVERY"
@@ -58,7 +63,7 @@ class ProgressView(tune.Callback):
         self.epochs = epochs  # a trial's planned epochs when its config does not search them
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
-        self.every = float(os.environ.get(EVERY_ENV, 30)) if every is None else every
+        self.every = _every_from_env() if every is None else every
         self.window, self.clock = window, clock
         self.started = clock()
         #: Tune trial id -> (best value, model name) of every trial that has not failed
@@ -127,15 +132,19 @@ class ProgressView(tune.Callback):
 
     # ---- what is shown -------------------------------------------------------------------
     def line(self, trials: list) -> str:
+        return " | ".join(self._segments(trials))
+
+    def _segments(self, trials: list) -> list[str]:
+        """Counts, epochs and ETA, elapsed, best: the best last, where a narrow terminal cuts."""
         outcomes = [_outcome(t, self.pruned) for t in trials]
         running, done = outcomes.count("running"), outcomes.count("done") + outcomes.count("failed")
         failed = outcomes.count("failed")
         waiting = max(self.total - done - running, 0)
         elapsed = self.clock() - self.started
         best = f"best {self.best[0]:.4f} {self.label} ({self.best[1]})" if self.best else f"best {self.label} -"
-        return (f"[{self.study}] {done + self.already_done}/{self.total + self.already_done} done, "
-                f"{running} running, {waiting} pending, {failed} failed | {best} | "
-                f"{self._epochs(trials, outcomes)} | elapsed {_clock(elapsed)}")
+        counts = (f"[{self.study}] {done + self.already_done}/{self.total + self.already_done} done, "
+                  f"{running} running, {waiting} pending, {failed} failed")
+        return [counts, self._epochs(trials, outcomes), f"elapsed {_clock(elapsed)}", best]
 
     def running(self, trials: list) -> str:
         """Each running trial's epoch, e.g. ``ERKNet-6x1.. 37/300``, the first `SHOWN` of them."""
@@ -194,14 +203,15 @@ class ProgressView(tune.Callback):
 
     def _draw(self, trials: list, final: bool) -> None:
         self._last_draw = self.clock()
-        summary, running = self.line(trials), self.running(trials)
+        parts = [*self._segments(trials), self.running(trials)]
         if self.tty:
             width = max(shutil.get_terminal_size().columns - 1, 20)  # a wrapped line could not be redrawn
+            lines = _wrap(parts, width)
             up = "\033[F" * max(self._drawn - 1, 0)  # back to the first line of the last redraw
-            self.stream.write(f"\r{up}\033[J{summary[:width]}\n{('  ' + running)[:width]}")
-            self._drawn = 2
+            self.stream.write(f"\r{up}\033[J" + "\n".join(lines))
+            self._drawn = len(lines)
         elif final:
-            self.stream.write(f"{summary} | {running}\n")
+            self.stream.write(" | ".join(parts) + "\n")
         self.stream.flush()
 
 
@@ -214,6 +224,32 @@ def _outcome(trial: Any, pruned: Callable[[str], bool] | None) -> str:
     if trial.status == "TERMINATED" and ended:
         return "done"
     return "running" if trial.status == "RUNNING" else "waiting"
+
+
+def _wrap(parts: list[str], width: int) -> list[str]:
+    """`parts` joined by " | " into lines of at most `width` characters (a part longer than
+    that is cut), so a terminal never wraps a line the next redraw could not go back over."""
+    lines = [parts[0]]
+    for part in parts[1:]:
+        if len(lines[-1]) + 3 + len(part) <= width:
+            lines[-1] += " | " + part
+        else:
+            lines.append("  " + part)
+    return [line[:width] for line in lines]
+
+
+def _every_from_env() -> float:
+    """Seconds between plain lines: ``$RKSEARCH_PROGRESS_EVERY``, else 30 (also when it is not a
+    positive number: a typo in it must not stop a study that has begun, so it is only logged)."""
+    text = os.environ.get(EVERY_ENV, "30")
+    try:
+        every = float(text)
+    except ValueError:
+        every = -1.0
+    if not every > 0:
+        log.warning("%s=%r is not a positive number of seconds; printing every 30 s", EVERY_ENV, text)
+        return 30.0
+    return every
 
 
 def _short(name: str) -> str:
