@@ -24,7 +24,7 @@ from rksearch import results
 from rksearch.store import Store, StoreCallback, StoreError, db, open_store
 from rksearch.store import callback as callback_module
 from rksearch.store.journal import Journal
-from rksearch.store.schema import metadata
+from rksearch.store.schema import VERSION_TABLE, metadata
 from rksearch.store.urls import mask_in_text, redact
 
 N_WORKERS = 8
@@ -54,7 +54,7 @@ def _assert_all_written(url: str, study: str) -> None:
     epochs = results.load_epochs(url, study)
     assert len(epochs) == 2 * N_WORKERS * N_EPOCHS
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
-    assert _count(url, "epochs") == 2 * N_WORKERS * N_EPOCHS  # nothing outside the study either
+    assert _count(url, "rks_epochs") == 2 * N_WORKERS * N_EPOCHS  # nothing outside the study either
     for row in df.itertuples():
         number = int(row.trial_key[3:])
         assert row.final_val_acc == pytest.approx(val_acc(number, N_EPOCHS))
@@ -99,9 +99,11 @@ def test_migration_from_0001_keeps_data(db_url: str) -> None:
 
 
 def test_migrated_schema_equals_metadata(db_url: str) -> None:
+    """Every revision from nothing gives what a fresh database is given (the metadata)."""
+    _upgrade_to(db_url, "head")
     store = open_store(db_url)
     with store.engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "version_table": VERSION_TABLE})
         assert compare_metadata(context, metadata) == []
     store.close()
 
@@ -110,7 +112,7 @@ def test_newer_schema_is_refused(db_url: str) -> None:
     open_store(db_url).close()
     engine = db.create_engine(db_url)
     with engine.begin() as conn:
-        conn.execute(sa.table("alembic_version", sa.column("version_num")).update().values(version_num="9999"))
+        conn.execute(sa.table(VERSION_TABLE, sa.column("version_num")).update().values(version_num="9999"))
     engine.dispose()
     with pytest.raises(StoreError, match="'9999'.*newer"):
         open_store(db_url)
@@ -164,7 +166,7 @@ def test_study_lifecycle(db_url: str) -> None:
     ls = results.studies(db_url).set_index("study")
     assert ls.loc["s", "status"] == "running" and pd.isna(ls.loc["s", "finished_at"])
     with store.engine.connect() as conn:
-        env = conn.execute(sa.text("SELECT environment FROM studies WHERE name = 's'")).scalar_one()
+        env = conn.execute(sa.text("SELECT environment FROM rks_studies WHERE name = 's'")).scalar_one()
     env = env if isinstance(env, dict) else json.loads(env)  # SQLite: JSON text
     assert {"python", "hostname", "devices", "packages"} <= set(env)
     assert env["packages"]["sqlalchemy"] == sa.__version__

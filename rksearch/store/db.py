@@ -21,6 +21,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL, Connection, Engine
 
 from rksearch.errors import RksearchError
+from rksearch.store.schema import LEGACY_VERSION_TABLE, VERSION_TABLE, metadata
 from rksearch.store.urls import redact, scrub
 
 log = logging.getLogger(__name__)
@@ -145,18 +146,38 @@ def _alembic_config(conn: Connection | None = None) -> Config:
     return config
 
 
-def _current_revision(conn: Connection) -> str | None:
-    return MigrationContext.configure(conn).get_current_revision()
+def _current_revision(conn: Connection, table: str = VERSION_TABLE) -> str | None:
+    return MigrationContext.configure(conn, opts={"version_table": table}).get_current_revision()
+
+
+def _adopt_legacy_revision(conn: Connection, scripts: ScriptDirectory) -> str | None:
+    """Our revision where rksearch before 0005 kept it (Optuna's ``alembic_version``), moved to
+    our own version table; None when that table is absent or holds Optuna's revision.
+
+    The old table is dropped once our row leaves it (it only ever held ours), so that Optuna's
+    RDBStorage finds no foreign revision there and initialises its own schema beside ours.
+    """
+    legacy = _current_revision(conn, LEGACY_VERSION_TABLE)
+    if legacy is None or _known(legacy, scripts) is None:
+        return None
+    MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).stamp(scripts, legacy)
+    old = sa.Table(LEGACY_VERSION_TABLE, sa.MetaData(), sa.Column("version_num", sa.String(32)))
+    conn.execute(old.delete().where(old.c.version_num == legacy))
+    if conn.execute(sa.select(sa.func.count()).select_from(old)).scalar_one() == 0:
+        old.drop(conn)
+    return legacy
+
+
+def _known(revision: str, scripts: ScriptDirectory) -> object | None:
+    """The revision script of `revision`, or None if it is not one of ours."""
+    try:
+        return scripts.get_revision(revision)
+    except Exception:
+        return None
 
 
 def _check_known(revision: str | None, scripts: ScriptDirectory, url: URL) -> None:
-    if revision is None:
-        return
-    try:
-        known = scripts.get_revision(revision)
-    except Exception:
-        known = None
-    if known is None:
+    if revision is not None and _known(revision, scripts) is None:
         raise StoreError(
             f"{redact(url)} has schema revision {revision!r}, which this rksearch does not know "
             f"(written by a newer version?): upgrade rksearch to read it"
@@ -164,11 +185,14 @@ def _check_known(revision: str | None, scripts: ScriptDirectory, url: URL) -> No
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (creating it in an empty database).
+    """Bring the schema to the newest revision (creating it in a database without it).
 
     A quick read first, so opening an up-to-date database takes no write lock; the upgrade itself
     runs in one transaction under a lock (SQLite's write lock, a PostgreSQL advisory lock) and
     re-reads the revision inside it, so concurrent openers of a fresh database upgrade it once.
+    A database written before revision 0005 has its revision carried over to our version table
+    first.  One without our schema (empty, or Optuna's alone) gets the newest metadata and is
+    stamped: replaying revision 0001 there would collide with Optuna's ``studies`` table.
     """
     scripts = ScriptDirectory.from_config(_alembic_config())
     head = scripts.get_current_head()
@@ -180,9 +204,13 @@ def migrate(engine: Engine) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK_ID)))
-        current = _current_revision(conn)
+        current = _current_revision(conn) or _adopt_legacy_revision(conn, scripts)
         _check_known(current, scripts, engine.url)
-        if current != head:
+        if current is None:
+            log.info("creating the results schema in %s", redact(engine.url))
+            metadata.create_all(conn)
+            command.stamp(_alembic_config(conn), "head")
+        elif current != head:
             log.info("upgrading %s schema from %s to %s", redact(engine.url), current, head)
             command.upgrade(_alembic_config(conn), "head")
 

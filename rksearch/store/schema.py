@@ -1,12 +1,18 @@
-"""The current SQL schema: studies, trials, per-epoch metrics.
+"""The current SQL schema: studies, trials, per-epoch metrics (``rks_*`` tables).
 
-These tables are what the code reads and writes *now*.  The database gets there through the
-Alembic revisions in ``migrations/versions`` (never through ``metadata.create_all``), and a test
-compares the migrated database with this metadata so the two cannot drift apart.
+These tables are what the code reads and writes *now*.  An existing database gets there through
+the Alembic revisions in ``migrations/versions``; a database without our tables gets this
+metadata directly, stamped at the newest revision (`db.migrate`: revision 0001 would create a
+``studies`` table, a name Optuna's schema may already hold).  A test compares a database
+migrated from nothing with this metadata, so the two cannot drift apart.
 
 SQLAlchemy Core tables rather than ORM classes: every write is a dialect upsert
 (``INSERT ... ON CONFLICT``) and every read a select into pandas, so mapped objects would only
 add a second copy of each row.
+
+Every name is ours alone (revision 0005): the tables are ``rks_*`` and the Alembic version
+table is `VERSION_TABLE`, so Optuna's RDB schema (its own ``studies``, ``trials``, ...,
+``alembic_version``) lives in the same database beside ours, and each side migrates its own.
 """
 
 from __future__ import annotations
@@ -20,8 +26,13 @@ JSONDoc = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 metadata = sa.MetaData()
 
+#: the Alembic version table of this schema (Optuna's RDBStorage keeps ``alembic_version``)
+VERSION_TABLE = "rksearch_alembic_version"
+#: where revisions 0001-0004 kept theirs; `db.migrate` carries a revision of ours over from it
+LEGACY_VERSION_TABLE = "alembic_version"
+
 studies = sa.Table(
-    "studies",
+    "rks_studies",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("name", sa.String(200), nullable=False, unique=True),
@@ -35,10 +46,10 @@ studies = sa.Table(
 )
 
 trials = sa.Table(
-    "trials",
+    "rks_trials",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("study_id", sa.Integer, sa.ForeignKey("studies.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("study_id", sa.Integer, sa.ForeignKey("rks_studies.id", ondelete="CASCADE"), nullable=False),
     sa.Column("trial_key", sa.String(128), nullable=False),
     sa.Column("model_name", sa.String(200), nullable=False),
     sa.Column("canonical", sa.Text, nullable=False),
@@ -78,15 +89,17 @@ trials = sa.Table(
     sa.Column("last_checkpoint", sa.Text),
     sa.Column("code_version", sa.String(50)),
     sa.Column("environment", JSONDoc),
+    # the unique constraints keep their 0001 names: Optuna names none of its own (no clash), and
+    # renaming one on SQLite means rebuilding the table (see revision 0005)
     sa.UniqueConstraint("study_id", "trial_key", name="uq_trials_study_key"),
-    sa.Index("ix_trials_trial_key_status", "trial_key", "status"),
+    sa.Index("ix_rks_trials_trial_key_status", "trial_key", "status"),
 )
 
 epochs = sa.Table(
-    "epochs",
+    "rks_epochs",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("trial_id", sa.Integer, sa.ForeignKey("trials.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("trial_id", sa.Integer, sa.ForeignKey("rks_trials.id", ondelete="CASCADE"), nullable=False),
     sa.Column("epoch", sa.Integer, nullable=False),
     sa.Column("train_loss", sa.Float),
     sa.Column("train_acc", sa.Float),
