@@ -11,12 +11,15 @@ only, so it imports neither Ray nor matplotlib.
 
 from __future__ import annotations
 
+import shlex
+
 from rksearch.analysis import frames, tables
 from rksearch.store import queries
 from rksearch.training.status import TrialStatus
 
 
-def study_summary(url: str, study: str, top: int = 5, level: float = 0.95, display_url: str | None = None) -> str:
+def study_summary(url: str, study: str, top: int = 5, level: float = 0.95, display_url: str | None = None,
+                  tensorboard: str | None = None) -> str:
     """The end-of-study summary: trial counts, the protocol, and the best configurations.
 
     Header: the study's completed / pruned / failed / skipped counts (and any other status
@@ -24,7 +27,8 @@ def study_summary(url: str, study: str, top: int = 5, level: float = 0.95, displ
     validation accuracy over seeds, one line each: the model name (with the search dimensions
     that tell configurations of one name apart), the validation mean, and the test accuracy as
     "mean ± half-width (n)" in percent, with its params and GFLOPs.  With `display_url` (the
-    database URL without its password), the commands that show and plot the study follow.
+    database URL without its password), the commands that show and plot the study follow; with
+    `tensorboard` (the directory Ray's event files are under), the command that opens them.
     """
     every = queries.load(url, study=study, status=None)
     counts = every["status"].value_counts().to_dict() if len(every) else {}
@@ -42,7 +46,7 @@ def study_summary(url: str, study: str, top: int = 5, level: float = 0.95, displ
     done = frames.completed(every)
     if done["best_val_acc"].notna().sum() == 0:
         lines.append("no completed trial with a validation accuracy yet")
-        return "\n".join(lines + _next_steps(study, display_url))
+        return "\n".join(lines + _next_steps(study, display_url, tensorboard))
     dims = frames.dimension_columns(every)
     rows = frames.per_configuration(done, ["best_val_acc", "test_acc"], dims, level)
     rows["label"] = tables.model_labels(rows, [d for d in dims if d != "seed"]).to_numpy()
@@ -63,15 +67,18 @@ def study_summary(url: str, study: str, top: int = 5, level: float = 0.95, displ
     for r in table:
         cells = [cell.ljust(width) if i == 1 else cell.rjust(width) for i, (cell, width) in enumerate(zip(r, widths))]
         lines.append("  " + "  ".join(cells).rstrip())
-    return "\n".join(lines + _next_steps(study, display_url))
+    return "\n".join(lines + _next_steps(study, display_url, tensorboard))
 
 
-def _next_steps(study: str, display_url: str | None) -> list[str]:
-    if display_url is None:
-        return []
-    return ["", f"results: {display_url}  (study {study!r})",
-            f"  python -m rksearch.results show {study} --storage {display_url}",
-            f"  python -m rksearch.plot figure4 --storage {display_url} --study {study} -o {study}-figure4.png"]
+def _next_steps(study: str, display_url: str | None, tensorboard: str | None) -> list[str]:
+    lines = []
+    if display_url is not None:
+        lines += ["", f"results: {display_url}  (study {study!r})",
+                  f"  python -m rksearch.results show {study} --storage {display_url}",
+                  f"  python -m rksearch.plot figure4 --storage {display_url} --study {study} -o {study}-figure4.png"]
+    if tensorboard is not None:
+        lines += ["", f"tensorboard --logdir {shlex.quote(tensorboard)}"]
+    return lines
 
 
 __all__ = ["study_summary"]

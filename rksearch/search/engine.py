@@ -37,7 +37,7 @@ from typing import Any, Iterator, TextIO
 import ray
 from ray import tune
 
-from rksearch.search import progress
+from rksearch.search import progress, tracking
 from rksearch.search.planner import Node, PlannedTrial, Planner
 from rksearch.search.schedulers import RecordingASHA, StopOnFatal
 from rksearch.search.schema import Choice, IntRange, Study
@@ -80,6 +80,8 @@ class StudyRun:
     fatal: str | None = None
     #: of `trained`, those that failed
     failed: int = 0
+    #: the directory `tensorboard --logdir` reads, when the study's `tracking.tensorboard` asks
+    tensorboard: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -111,6 +113,7 @@ def run_study(study: Study, study_text: str, *, storage_url: str, storage_path: 
     once it returns.
     """
     started = time.monotonic()
+    tracking.check(study)  # a tracker that cannot work here is refused before anything runs
     study = _absolute_paths(study)
     store = open_store(storage_url)
     root = Path(storage_path or study.storage.checkpoints).expanduser().resolve() / study.name
@@ -132,6 +135,7 @@ def run_study(study: Study, study_text: str, *, storage_url: str, storage_path: 
         _replay(store, journal)
         run, expected = _execute(study, planner, store, storage_url, study_id, root, journal, stream, retry_failed)
         run.seconds = time.monotonic() - started
+        run.tensorboard = str(root) if study.tracking.tensorboard else None
         try:
             _replay(store, journal)
             run.problems = list(store.missing_results(study_id, expected).values())
@@ -368,7 +372,7 @@ def _tuner(study: Study, study_json: str, plan: _Plan, root: Path, scheduler: Re
         ),
         run_config=tune.RunConfig(
             name=time.strftime("run-%Y%m%d-%H%M%S"), storage_path=str(root), verbose=0,
-            callbacks=[recorder, view], stop=StopOnFatal(recorder),
+            callbacks=[recorder, view, *tracking.callbacks(study)], stop=StopOnFatal(recorder),
             failure_config=tune.FailureConfig(max_failures=study.failure.max_failures),
             # the best epochs by validation accuracy (ties: the later, as `training.loop` chooses) and the last
             checkpoint_config=tune.CheckpointConfig(num_to_keep=study.storage.keep_checkpoints,
