@@ -292,7 +292,8 @@ def test_trial_workers_import_nothing_of_the_driver_nor_torchvision() -> None:
     """Every Ray worker imports the trainable's module before its first epoch; the driver's
     Optuna/SQL/plotting stack or torchvision there would cost seconds per worker start."""
     heavy = ("torchvision", "optuna", "sqlalchemy", "alembic", "matplotlib",
-             "rksearch.search.engine", "rksearch.store", "rksearch.training.readers")
+             "rksearch.search.engine", "rksearch.store.db", "rksearch.store.writer", "rksearch.store.callback",
+             "rksearch.training.readers")
     code = f"import sys, rksearch.search.trainable; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == []
