@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import driver
+import optuna
 import pytest
 import ray
 import sqlalchemy as sa
@@ -172,6 +173,30 @@ def test_grid_trains_into_sqlite_with_one_row_per_epoch(trained) -> None:
     assert set(frame.node) == {ray.get_runtime_context().get_node_id()}  # one local node ran them all
 
 
+def optuna_trials(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials as Optuna's own API reads them from the same database."""
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        return optuna.load_study(study_name=study, storage=storage).get_trials()
+    finally:
+        storage.engine.dispose()
+
+
+def test_a_grid_study_is_an_optuna_study_in_the_same_database(trained) -> None:
+    url, _, _, _ = trained
+    ours = {t["trial_key"]: t for t in rows(url, "e2e")[0] if t["status"] == "completed"}
+    mirrored = optuna_trials(url, "e2e")  # the skipped trial is not one
+    assert sorted(t.user_attrs["trial_key"] for t in mirrored) == sorted(ours)
+    epoch_rows = rows(url, "e2e")[1]
+    for t in mirrored:
+        row = ours[t.user_attrs["trial_key"]]
+        assert t.state == optuna.trial.TrialState.COMPLETE and t.value == row["best_val_acc"]
+        assert t.params == row["dims"] and set(t.distributions) == {"stages", "growth"}
+        assert t.user_attrs == {"trial_key": row["trial_key"], "model_name": row["model_name"],
+                                "params": row["params"], "flops": row["flops"]}
+        assert t.intermediate_values == {e["epoch"]: e["val_acc"] for e in epoch_rows if e["trial_id"] == row["id"]}
+
+
 def test_over_budget_trial_is_recorded_as_skipped_with_its_cost_and_never_trained(trained) -> None:
     url, _, _, largest = trained
     trial_rows, epoch_rows = rows(url, "e2e")
@@ -195,6 +220,7 @@ def test_reuse_links_earlier_results_instead_of_training(trained) -> None:
         assert t["status"] == "completed" and t["reused_from_id"] == origin["id"]
         assert t["best_val_acc"] == origin["best_val_acc"]
     assert len(copy_epochs) == 2 * 2
+    assert len(optuna_trials(url, "e2e-again")) == 2  # reused trials are mirrored at the end of the run
     frame = results.load(url, "e2e-again")
     assert set(frame.reused_from) == {by_key[t["trial_key"]]["id"] for t in copy_rows}
 
@@ -274,6 +300,24 @@ def test_optuna_searches_train_num_samples(algorithm: str, tmp_path: Path, ray_c
     assert len(epoch_rows) == 2
 
 
+def test_a_resumed_tpe_search_tells_its_sampler_every_earlier_trial(tmp_path: Path, ray_cluster: None) -> None:  # noqa: F811
+    """The TPE study lives in the results database: a resume loads it, and a draw already
+    trained is told to TPE again (as a repeat), never trained twice nor mirrored twice."""
+    url = f"sqlite:///{tmp_path / 'tpe.db'}"
+    tpe = ["search.algorithm=tpe", "train.epochs=1"]
+    run(url, tmp_path, "tpe", [*tpe, "search.num_samples=2"])
+    before = optuna_trials(url, "tpe")
+    run(url, tmp_path, "tpe", [*tpe, "search.num_samples=3"], resume=True)
+    after = optuna_trials(url, "tpe")
+    assert after[:len(before)] == before  # every earlier trial still there, untouched
+    trained = [t for t in after if "trial_key" in t.user_attrs]
+    keys = [t.user_attrs["trial_key"] for t in trained]
+    assert len(keys) == 3 and len(set(keys)) == 3 == len(rows(url, "tpe")[0])
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and t.intermediate_values == {1: t.value}
+               for t in trained)  # fmt: skip
+    assert all("repeat_of" in t.user_attrs or "skipped" in t.user_attrs for t in after if t not in trained)
+
+
 def test_asha_stops_some_trials_early(tmp_path: Path, ray_cluster: None) -> None:  # noqa: F811
     url = f"sqlite:///{tmp_path / 'a.db'}"
     run(url, tmp_path, "asha", ["train.epochs=3", "space.growth=[4, 5, 6]", "scheduler.type=asha",
@@ -286,6 +330,8 @@ def test_asha_stops_some_trials_early(tmp_path: Path, ray_cluster: None) -> None
     assert all(t["epochs_done"] < 3 for t in pruned)
     assert all(t["epochs_done"] == 3 for t in trial_rows if t["status"] == "completed")
     assert_epochs_complete(trial_rows, epoch_rows)
+    states = sorted(t.state.name.lower() for t in optuna_trials(url, "asha"))
+    assert states == [s.replace("completed", "complete") for s in statuses]
 
 
 def test_trial_workers_import_nothing_of_the_driver_nor_torchvision() -> None:

@@ -41,7 +41,7 @@ from rksearch.search import progress, tracking
 from rksearch.search.planner import Node, PlannedTrial, Planner
 from rksearch.search.schedulers import RecordingASHA, StopOnFatal
 from rksearch.search.schema import Choice, IntRange, Study
-from rksearch.search.searcher import PlannedSearcher, optuna_searcher
+from rksearch.search.searcher import PlannedSearcher, optuna_mirror, optuna_searcher
 from rksearch.search.trainable import planned_trial, train_planned
 from rksearch.store import Store, StoreCallback, StoreError, TrialInfo, open_store
 from rksearch.store.callback import storage_full
@@ -141,6 +141,9 @@ def run_study(study: Study, study_text: str, *, storage_url: str, storage_path: 
             run.problems = list(store.missing_results(study_id, expected).values())
         except StoreError as exc:  # the database still refuses: the journal keeps everything
             run.fatal = run.fatal or str(exc)
+        mirror = optuna_mirror(study, planner)
+        if mirror is not None:  # what a trial's own sync missed: reused, journaled, a failed sync
+            mirror.sync(store, study_id)
         _finish_quietly(store, study_id, "completed" if run.complete else "interrupted")
         study_id = None  # its end is recorded
         return run
@@ -298,7 +301,8 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
     view = progress.ProgressView(study.name, "best_val_acc", plan.total, plan.already, stream, pruned=pruned,
                                  epochs=study.train.epochs)
     study_json = study.model_dump_json()
-    recorder = StoreCallback(store, study_id, Describe(study_json), journal, pruned=pruned)
+    recorder = StoreCallback(store, study_id, Describe(study_json), journal, pruned=pruned,
+                             mirror=optuna_mirror(study, planner))
     tuner = _tuner(study, study_json, plan, root, scheduler, recorder, view)
     interrupted = _fit(tuner, recorder)
     view.finish()

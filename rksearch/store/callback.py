@@ -13,6 +13,10 @@ Ray pickles the callback with the experiment (``tuner.pkl``, for `Tuner.restore`
 holds the database URL *without* its password and reconnects on first use, so credentials are
 never written to the experiment directory; a restored run against a password-protected server
 takes the password from ``PGPASSWORD`` or ``~/.pgpass`` as libpq does.
+
+With a `mirror` (grid and random studies), each trial's end, once written to our tables, is
+also added to the study's Optuna study in the same database (`store.mirror`): best effort,
+after our own write, so a mirror failure costs a warning and never a row of ours.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from sqlalchemy.engine import make_url
 
 from rksearch.store.db import StoreError, driver_error
 from rksearch.store.journal import Journal, JournalError
+from rksearch.store.mirror import OptunaMirror
 from rksearch.store.urls import redact
 from rksearch.store.writer import Store, TrialInfo, open_store
 from rksearch.training import failures
@@ -54,13 +59,15 @@ class StoreCallback(tune.Callback):
     """
 
     def __init__(self, store: Store, study_id: int, describe: Callable[[dict], TrialInfo],
-                 journal: Journal | None = None, pruned: Callable[[str], bool] | None = None) -> None:
+                 journal: Journal | None = None, pruned: Callable[[str], bool] | None = None,
+                 mirror: OptunaMirror | None = None) -> None:
         self.store: Store | None = store
         self._url = redact(store.engine.url, connectable=True)
         self.study_id = study_id
         self.describe = describe
         self.journal = journal
         self.pruned = pruned  # None (no scheduler): nothing is ever pruned
+        self.mirror = mirror
         #: why the study must stop now (results can be kept nowhere, storage is full); None: go on
         self.fatal: str | None = None
         #: trial key -> the end status recorded for it by this callback (what this run finished)
@@ -170,6 +177,8 @@ class StoreCallback(tune.Callback):
         key = self._info(trial).trial_key
         self.ended[key] = status
         self._write("trial end", "trial_finished", self.study_id, key, status, error, wall, failure)
+        if self.mirror is not None and self.store is not None:  # a journaled end: the run's last sync
+            self.mirror.sync(self.store, self.study_id, [key])
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
