@@ -163,7 +163,7 @@ def _summarise(run: StudyRun, study: Study, url: str, hint: str) -> int:
 
     print()
     try:
-        print(study_summary(url, study.name, display_url=redact(url)))
+        print(study_summary(url, study.name, display_url=redact(url), tensorboard=run.tensorboard))
     except StoreError as exc:  # the study ran; only the report cannot be read now
         print(f"(no summary: {exc})")
     failed = f" ({run.failed} failed: `results show` says why)" if run.failed else ""
