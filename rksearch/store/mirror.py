@@ -74,6 +74,7 @@ class OptunaMirror:
     directions: list[str]
     distributions: dict[str, BaseDistribution]
     indexed: dict[str, list] = field(default_factory=dict)
+
     def sync(self, store: Store, study_id: int, keys: Iterable[str] | None = None) -> int:
         """Add to Optuna the ended trials of `study_id` (only `keys`, if given) it lacks; how
         many were added.  Never raises: a failure is a warning, and the next sync repairs it."""
