@@ -87,6 +87,7 @@ def callbacks(study: Study) -> list[Callback]:
 
 
 def _importable(module: str) -> bool:
+    """Imported, not just found: a package whose own dependencies are broken fails here, not mid-study."""
     try:
         importlib.import_module(module)
     except ImportError:
@@ -133,6 +134,7 @@ def _wandb_callback() -> type:
 
 @contextlib.contextmanager
 def _environ(name: str, value: str) -> Iterator[None]:
+    """`name` set to `value` for a block only: the driver's environment outlives the study."""
     previous = os.environ.get(name)
     os.environ[name] = value
     try:
