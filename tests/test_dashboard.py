@@ -2,6 +2,11 @@
 through its JSON API (the routes of optuna_dashboard._app: ``/api/studies``,
 ``/api/studies/<id>``).
 
+First a plain Optuna database, then a real quickstart run (the quickstart study file, shrunk
+with ``--set`` to three tiny trainings and a skipped grid point): its Optuna mirror opens in the
+dashboard and in `rksearch plot importance`, beside our own tables, which still read the same,
+so the two schemas live in one database.
+
 The server runs as its own process on the loopback interface and a free port, and is stopped
 at the end.  The test is skipped only when the ``optuna-dashboard`` command is not installed
 (the dashboard extra); a server that starts and then cannot read the database fails it.
@@ -23,10 +28,18 @@ from pathlib import Path
 
 import optuna
 import pytest
+from driver import REPO, command, run
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
-pytestmark = pytest.mark.timeout(120)
+from rksearch import plot, results
+
+pytestmark = pytest.mark.timeout(300)
+
+#: the quickstart shrunk to three trainings of one epoch on 128 images; clique with one stage
+#: per period is skipped (the clique form needs two), as in the full quickstart
+QUICKSTART = ["--set", "train.epochs=1", "--set", "data.limit_train=128", "--set", "space.stages=[1, 2]",
+              "--set", "space.growth=[4]"]  # fmt: skip
 
 #: how long the server may take to answer its first request
 START_TIMEOUT_S = 60.0
@@ -112,3 +125,37 @@ def test_the_dashboard_serves_a_plain_optuna_study(plain: str) -> None:
     assert len(detail["trials"]) == 5
     assert [trial["state"] for trial in detail["trials"]].count("Complete") == 4
     assert [trial["params"][0]["param_external_value"] for trial in detail["best_trials"]] == ["4"]
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A real, tiny quickstart run into SQLite, its rows, and the dashboard serving its database."""
+    tmp = tmp_path_factory.mktemp("quickstart")
+    done = run(command(REPO / "studies" / "quickstart.yaml", tmp / "rksearch.db", tmp / "ck", *QUICKSTART), cwd=tmp)
+    assert done.returncode == 0, done.stderr[-3000:]
+    url = f"sqlite:///{tmp / 'rksearch.db'}"
+    rows = results.load(url, "quickstart", status=None)
+    for base in dashboard(url, tmp / "dashboard.log"):
+        yield {"url": url, "rows": rows, "base": base, "tmp": tmp}
+
+
+def test_the_dashboard_serves_a_real_quickstart_beside_our_tables(quickstart: dict) -> None:
+    rows = quickstart["rows"]
+    assert sorted(rows.status) == ["completed", "completed", "completed", "skipped"]
+    trained = rows[rows.status == "completed"]
+    detail = study_in_dashboard(quickstart["base"], "quickstart")
+    assert detail["directions"] == ["maximize"]
+    assert len(detail["trials"]) == len(trained)  # a skipped trial is no Optuna trial
+    assert {trial["state"] for trial in detail["trials"]} == {"Complete"}
+    keys = {attr["value"] for trial in detail["trials"] for attr in trial["user_attrs"] if attr["key"] == "trial_key"}
+    assert keys == set(trained.trial_key)
+    assert {param["name"] for trial in detail["trials"] for param in trial["params"]} == {"form", "stages", "growth"}
+
+
+def test_rksearch_plot_draws_optunas_importances_of_the_real_study(quickstart: dict, capsys) -> None:
+    out = quickstart["tmp"] / "importance.png"
+    assert plot.main(["importance", "--study", "quickstart", "--storage", quickstart["url"], "-o", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("importance (fANOVA): ") and printed[-1] == f"wrote {out}"
+    assert {item.rsplit(" ", 1)[0] for item in printed[0].split(": ", 1)[1].split(", ")} == {"form", "stages", "growth"}
+    assert out.read_bytes().startswith(b"\x89PNG")
