@@ -87,8 +87,11 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
 def draw_optuna(args: argparse.Namespace) -> Figure:
     """An Optuna kind: Optuna's plot of the study's Optuna mirror; says which objective it shows
     (and, for importance, prints the importances it drew)."""
+    import matplotlib
+
     from rksearch.analysis import optuna_plots
 
+    matplotlib.use("agg")  # Optuna draws through pyplot: off-screen here, as the other kinds are
     study = optuna_plots.optuna_study(args.storage, args.study)
     objective = optuna_plots.study_objective(study, args.objective)
     if objective.count > 1:
