@@ -1,7 +1,7 @@
 """The results store: every study, trial and epoch in one SQL database (SQLite or PostgreSQL).
 
-`open_store(url)` gives the writer; `StoreCallback` feeds it from Ray Tune; `urls.redact` is
-how a database URL is shown.  Every name is imported on first use: reading results
+`open_store(url)` gives the writer; `StoreCallback` feeds it from Ray Tune; `mirror` makes each
+study an Optuna study in the same database; `urls.redact` is how a database URL is shown.  Every name is imported on first use: reading results
 (`rksearch.results`) never imports Ray, and preflight reaches `rksearch.store.urls` without
 loading SQLAlchemy and Alembic.
 """
