@@ -34,7 +34,7 @@ COMMANDS: dict[str, str] = {
     "run": "validate, plan and train a study file, recording every trial in the database",
     "cost": "params, FLOPs, MACs and training memory of a model by name, without building it",
     "results": "list studies, show or export their trials, export or re-evaluate a trial's model",
-    "plot": "draw Figure 4, learning curves, a Pareto front or an ablation chart of a study",
+    "plot": "Figure 4, learning curves, Pareto fronts, ablations; Optuna's importance, parallel, contour, history",
 }
 
 #: the environment variable naming the database when --storage does not

@@ -58,7 +58,7 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Draw a study's results straight from the database, without Ray or a display.\n\nkinds:\n"
-                    + "\n".join(f"  {kind:<10} {what}" for kind, what in KINDS.items()),
+                    + "\n".join(f"  {kind:<{max(map(len, KINDS))}} {what}" for kind, what in KINDS.items()),
     )  # fmt: skip
     parser.add_argument("kind", choices=KINDS, metavar="KIND", help=f"what to draw: {', '.join(KINDS)}")
     cli.add_storage(parser)

@@ -124,8 +124,9 @@ def test_a_commands_own_usage_errors_name_it_as_called() -> None:
 def test_plot_help_names_every_kind_and_example() -> None:
     text = plot._parser().format_help()
     assert "Draw a study's results straight from the database, without Ray or a display." in text
+    width = max(map(len, plot.KINDS))  # the kinds' column is as wide as the longest name
     for kind, what in plot.KINDS.items():
-        assert f"{kind:<9} {what}" in text and f"rksearch plot {kind} " in text
+        assert f"{kind:<{width}} {what}" in text and f"rksearch plot {kind} " in text
 
 
 # ------------------------------------------------------------------ --storage and $RKSEARCH_STORAGE

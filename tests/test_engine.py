@@ -186,6 +186,7 @@ def test_a_grid_study_is_an_optuna_study_in_the_same_database(trained) -> None:
     url, _, _, _ = trained
     ours = {t["trial_key"]: t for t in rows(url, "e2e")[0] if t["status"] == "completed"}
     mirrored = optuna_trials(url, "e2e")  # the skipped trial is not one
+    assert optuna.load_study(study_name="e2e", storage=url).metric_names == ["best_val_acc"]
     assert sorted(t.user_attrs["trial_key"] for t in mirrored) == sorted(ours)
     epoch_rows = rows(url, "e2e")[1]
     for t in mirrored:
@@ -316,6 +317,7 @@ def test_a_resumed_tpe_search_tells_its_sampler_every_earlier_trial(tmp_path: Pa
     assert all(t.state == optuna.trial.TrialState.COMPLETE and t.intermediate_values == {1: t.value}
                for t in trained)  # fmt: skip
     assert all("repeat_of" in t.user_attrs or "skipped" in t.user_attrs for t in after if t not in trained)
+    assert optuna.load_study(study_name="tpe", storage=url).metric_names == ["best_val_acc"]
 
 
 def test_asha_stops_some_trials_early(tmp_path: Path, ray_cluster: None) -> None:  # noqa: F811

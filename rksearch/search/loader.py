@@ -20,7 +20,7 @@ graph, each node once, before anything (line numbers, validation, the database) 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -228,12 +228,19 @@ def _message(err: dict[str, Any], loc: tuple) -> str:
     return msg
 
 
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The section model a field holds, also when it is optional (``Mlflow | None``)."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def _allowed_keys(loc: tuple) -> list[str]:
     model: Any = Study
     for part in loc:
         if isinstance(model, type) and issubclass(model, BaseModel) and part in model.model_fields:
-            annotation = model.model_fields[part].annotation
-            model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            model = _section_model(model.model_fields[part].annotation)
         else:
             if loc and loc[0] == "space":
                 return ["values", "per_period", "range", "step", "uniform", "loguniform"]

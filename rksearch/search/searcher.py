@@ -26,7 +26,7 @@ from ray.tune.search.optuna import OptunaSearch
 from rksearch.search.planner import PlannedTrial, Planner
 from rksearch.search.schedulers import blind
 from rksearch.search.schema import Choice, Continuous, IntRange, Study
-from rksearch.store.mirror import OptunaMirror, objective_values, optuna_storage, user_attrs
+from rksearch.store.mirror import OptunaMirror, name_objectives, objective_values, optuna_storage, user_attrs
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,7 @@ def optuna_searcher(study: Study, planner: Planner, record_skip: Callable[[Plann
     storage = optuna_storage(storage_url)
     earlier = optuna.create_study(storage=storage, study_name=study.name, directions=_directions(modes),
                                   load_if_exists=True)  # fmt: skip
+    name_objectives(earlier, objectives)
     for stale in earlier.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         earlier.tell(stale.number, state=optuna.trial.TrialState.FAIL)
     single = len(objectives) == 1

@@ -16,6 +16,7 @@ logged as a warning and repaired by the next one, never at the cost of our own r
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,7 +111,9 @@ class OptunaMirror:
         try:
             return optuna.load_study(study_name=self.study_name, storage=storage)
         except KeyError:
-            return optuna.create_study(storage=storage, study_name=self.study_name, directions=self.directions)
+            study = optuna.create_study(storage=storage, study_name=self.study_name, directions=self.directions)
+            name_objectives(study, self.objectives)
+            return study
 
     def _frozen(self, row: Any, curve: dict[int, float]) -> FrozenTrial | None:
         """Our trial row as a finished Optuna trial; None when Optuna cannot hold it (a completed
@@ -150,4 +153,14 @@ def _ended_trials(store: Store, study_id: int, keys: set[str] | None) -> tuple[l
     return rows, curves
 
 
-__all__ = ["KEY_ATTR", "STATES", "OBJECTIVE_COLUMNS", "OptunaMirror", "optuna_storage", "objective_values", "user_attrs"]
+def name_objectives(study: optuna.Study, objectives: list[str]) -> None:
+    """Give the Optuna study's values our metric names, so optuna-dashboard and Optuna's plots
+    say ``best_val_acc`` rather than "Objective 0" (an experimental Optuna API: its warning is
+    about Optuna's stability, not the user's study, so it is not shown)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(objectives))
+
+
+__all__ = ["KEY_ATTR", "STATES", "OBJECTIVE_COLUMNS", "OptunaMirror", "name_objectives", "optuna_storage",
+           "objective_values", "user_attrs"]
