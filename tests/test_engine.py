@@ -26,8 +26,8 @@ from raycluster import ray_cluster  # noqa: F401  (the session fixture)
 
 from rksearch import results
 from rksearch.search.engine import run_study
-from rksearch.search.planner import Planner
 from rksearch.search.loader import loads
+from rksearch.search.planner import Planner
 from rksearch.store.schema import epochs, studies, trials
 from rksearch.training import checkpoint, environment
 

@@ -12,8 +12,8 @@ import pytest
 
 from rksearch.cost import human_bytes, training_memory
 from rksearch.models import parse
-from rksearch.search.planner import Node, Planner, memory_limit, memory_per_trial, trials_at_once
 from rksearch.search.loader import StudyError, loads
+from rksearch.search.planner import Node, Planner, memory_limit, memory_per_trial, trials_at_once
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "studies" / "quickstart.yaml"
 #: the quickstart's ERKNets, k = 4: 1, 2 and 3 stages per period (the sizes are the estimates' order)

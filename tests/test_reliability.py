@@ -27,9 +27,9 @@ from test_data import write_cifar10
 
 from rksearch import results
 from rksearch.search.engine import run_study
+from rksearch.search.loader import loads
 from rksearch.search.planner import Planner
 from rksearch.search.progress import ProgressView
-from rksearch.search.loader import loads
 from rksearch.store import StoreError, open_store
 from rksearch.store.journal import JOURNAL_NAME
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from rksearch.run import main
-from rksearch.search.planner import Planner
 from rksearch.search.loader import load
+from rksearch.search.planner import Planner
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 #: trials each study plans (dry run): independent of the code, counted from the study files

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rksearch import run
-from rksearch.search.planner import Planner
 from rksearch.search.loader import MAX_EXPANDED_VALUES, StudyError, loads
+from rksearch.search.planner import Planner
 
 #: a small valid study; the line numbers below are counted in this text
 TINY = """\

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 
 from rksearch.models import build
 from rksearch.training import checkpoint
-from rksearch.training.data import DataError
 from rksearch.training.config import TrialConfig
+from rksearch.training.data import DataError
 from rksearch.training.loop import TrialResult, run_trial
 from rksearch.training.runtime import RuntimeConfig, activated, resolve
 

@@ -24,12 +24,13 @@ from raycluster import ray_cluster  # noqa: F401  (the module fixture)
 from rksearch import results
 from rksearch.analysis import trained
 from rksearch.models import build
-from rksearch.search.planner import Planner
 from rksearch.search.loader import loads
+from rksearch.search.planner import Planner
+from rksearch.store.schema import trials as trials_table
 from rksearch.training import checkpoint
+from rksearch.training.config import TrialConfig
 from rksearch.training.data import Normalise
 from rksearch.training.data import load as load_data
-from rksearch.training.config import TrialConfig
 from rksearch.training.loop import evaluate
 from rksearch.training.runtime import resolve
 
@@ -142,7 +143,7 @@ def test_no_checkpoint_recorded(study: dict, tmp_path: Path) -> None:
     shutil.copy(study["url"].removeprefix("sqlite:///"), db)
     trial = int(study["done"].trial_id.iloc[0])
     with sqlite3.connect(db) as conn:  # as a database from before checkpoints were recorded
-        conn.execute("UPDATE trials SET best_checkpoint = NULL WHERE id = ?", (trial,))
+        conn.execute(f"UPDATE {trials_table.name} SET best_checkpoint = NULL WHERE id = ?", (trial,))
     with pytest.raises(trained.ModelError, match=f"trial {trial} of study 'kept' has no best checkpoint recorded"):
         results.load_model(f"sqlite:///{db}", "kept", trial)
     assert results.load_model(f"sqlite:///{db}", "kept", trial, "last") is not None
