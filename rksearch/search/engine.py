@@ -23,7 +23,6 @@ holds every trial's end and every epoch (`Store.missing_results`); otherwise it 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -32,14 +31,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, TextIO
 
 import ray
 from ray import tune
 
 from rksearch.search import progress, tracking
+from rksearch.search.interrupts import Interrupt
 from rksearch.search.planner import Node, PlannedTrial, Planner
-from rksearch.search.schedulers import RecordingASHA, StopOnFatal
+from rksearch.search.schedulers import RecordingASHA, StopStudy
 from rksearch.search.schema import Choice, IntRange, Study
 from rksearch.search.searcher import PlannedSearcher, optuna_mirror, optuna_searcher
 from rksearch.search.trainable import planned_trial, train_planned
@@ -303,8 +303,9 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
     study_json = study.model_dump_json()
     recorder = StoreCallback(store, study_id, Describe(study_json), journal, pruned=pruned,
                              mirror=optuna_mirror(study, planner))
-    tuner = _tuner(study, study_json, plan, root, scheduler, recorder, view)
-    interrupted = _fit(tuner, recorder)
+    interrupt = Interrupt()
+    tuner = _tuner(study, study_json, plan, root, scheduler, recorder, view, interrupt)
+    interrupted = _fit(tuner, recorder, interrupt)
     view.finish()
     if plan.searcher is not None:  # Optuna's points were settled (and reused) as it drew them
         ledger.say_reused(out)
@@ -361,7 +362,7 @@ def _scheduler(study: Study) -> RecordingASHA | None:
 
 
 def _tuner(study: Study, study_json: str, plan: _Plan, root: Path, scheduler: RecordingASHA | None,
-           recorder: StoreCallback, view: progress.ProgressView) -> tune.Tuner:
+           recorder: StoreCallback, view: progress.ProgressView, interrupt: Interrupt) -> tune.Tuner:
     """The Tuner for `plan`: the trainable with each trial's resources, our callbacks and stopper,
     retries from the last checkpoint, and the checkpoints worth keeping."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables, our view only
@@ -376,7 +377,7 @@ def _tuner(study: Study, study_json: str, plan: _Plan, root: Path, scheduler: Re
         ),
         run_config=tune.RunConfig(
             name=time.strftime("run-%Y%m%d-%H%M%S"), storage_path=str(root), verbose=0,
-            callbacks=[recorder, view, *tracking.callbacks(study)], stop=StopOnFatal(recorder),
+            callbacks=[recorder, view, *tracking.callbacks(study)], stop=StopStudy(recorder, interrupt),
             failure_config=tune.FailureConfig(max_failures=study.failure.max_failures),
             # the best epochs by validation accuracy (ties: the later, as `training.loop` chooses) and the last
             checkpoint_config=tune.CheckpointConfig(num_to_keep=study.storage.keep_checkpoints,
@@ -385,11 +386,12 @@ def _tuner(study: Study, study_json: str, plan: _Plan, root: Path, scheduler: Re
     )
 
 
-def _fit(tuner: tune.Tuner, recorder: StoreCallback) -> bool:
-    """Run the trials; True when the user interrupted them.  Tune failing itself (its state on a
-    full disk, a lost head node) stops the study through `recorder`, with one line saying why."""
+def _fit(tuner: tune.Tuner, recorder: StoreCallback, interrupt: Interrupt) -> bool:
+    """Run the trials; True when the user interrupted them (Ctrl-C, SIGTERM: `interrupt`).  Tune
+    failing itself (its state on a full disk, a lost head node) stops the study through
+    `recorder`, with one line saying why."""
     try:
-        with _ctrl_c_reaches_us():
+        with interrupt.catching():
             tuner.fit()  # its ResultGrid is not read: the database says what finished
     except KeyboardInterrupt:
         return True
@@ -398,22 +400,7 @@ def _fit(tuner: tune.Tuner, recorder: StoreCallback) -> bool:
         text = f"{type(exc).__name__}: {failures.last_line(str(exc)) or 'no message'}"
         recorder.stop(storage_full(text) if failures.classify(text) == failures.STORAGE_FULL
                       else f"Ray Tune stopped: {text}")
-    return False
-
-
-@contextlib.contextmanager
-def _ctrl_c_reaches_us() -> Iterator[None]:
-    """Ctrl-C as KeyboardInterrupt out of `Tuner.fit`: Tune's own handler would end the trials
-    and return as if the run were over, and its end callbacks would record them as finished."""
-    previous = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-        else:
-            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous
+    return interrupt.requested  # a Ctrl-C whose KeyboardInterrupt was lost: the stopper ended the run
 
 
 class _TrialName:

@@ -203,7 +203,7 @@ class _Trainer:
                    "lr": lr, "seconds": time.perf_counter() - started, "images_per_s": nan}
         metrics.update(values)
         metrics.update(best_val_acc=self.best_val_acc, best_epoch=self.best_epoch, trial_status=status.value,
-                       device=self.runtime.describe())
+                       device=self.runtime.describe(), train_images=self.data.train.num_samples)
         return metrics
 
     def _result(self, status: TrialStatus, error: str | None,
