@@ -40,15 +40,17 @@ class StudyIncomplete(RksearchError, RuntimeError):
 def run_study(path_or_study: str | Path | Study, overrides: Sequence[str] = (), storage: str | None = None,
               resume: bool = False, dry_run: bool = False, *, retry_failed: bool = False,
               storage_path: str | None = None, address: str | None = None, preflight: bool = True,
-              stream: TextIO | None = None) -> pd.DataFrame:
+              stream: TextIO | None = None, replay: str | None = None) -> pd.DataFrame:
     """Run (or with `resume`, continue) a study and return its completed trials, exactly as
     ``rksearch.results.load(url, study=name)`` reads them from the database.
 
     `overrides` are the command line's ``--set`` items (``"train.epochs=1"``); `storage` is the
     database URL (default ``$RKSEARCH_STORAGE``, else the study's ``storage.url``).  With
     `dry_run` nothing trains: the planned trials come back (`planned`'s columns).  The live
-    view goes to `stream` (default stdout).  Raises `RksearchError` (a bad study, database,
-    cluster) and `StudyIncomplete`.
+    view goes to `stream` (default stdout).  With `replay` (the name of a study in the same
+    database) nothing trains: the study's search runs on what that study recorded
+    (`rksearch.search.replay`) and lands as a study marked as its replay.  Raises `RksearchError`
+    (a bad study, database, cluster) and `StudyIncomplete`.
     """
     study, text = load_study(path_or_study, overrides)
     if dry_run:
@@ -56,7 +58,7 @@ def run_study(path_or_study: str | Path | Study, overrides: Sequence[str] = (), 
     from rksearch.results import load
 
     run, url = execute(study, text, storage=storage, storage_path=storage_path, address=address,
-                       resume=resume, retry_failed=retry_failed, preflight=preflight, stream=stream)
+                       resume=resume, retry_failed=retry_failed, preflight=preflight, stream=stream, replay=replay)
     if not run.complete:
         why = "interrupted" if run.interrupted else run.fatal or "; ".join(run.problems[:3])
         raise StudyIncomplete(f"study {study.name} is not complete ({why}); continue it with "
@@ -124,13 +126,14 @@ def storage_url(study: Study, storage: str | None = None) -> str:
 
 def execute(study: Study, text: str, *, storage: str | None = None, storage_path: str | None = None,
             address: str | None = None, resume: bool = False, retry_failed: bool = False,
-            preflight: bool = True, stream: TextIO | None = None) -> tuple[StudyRun, str]:
-    """Run the study in its database (`storage_url`) on the Ray at `address` (default
-    ``$RAY_ADDRESS``, else a local one); what the engine did, and the URL it wrote to."""
+            preflight: bool = True, stream: TextIO | None = None, replay: str | None = None) -> tuple[StudyRun, str]:
+    """Run (or with `replay`, replay) the study in its database (`storage_url`) on the Ray at
+    `address` (default ``$RAY_ADDRESS``, else a local one); what the engine did, and the URL it
+    wrote to."""
     from rksearch.search.engine import run_study as run_on_ray
 
     url = storage_url(study, storage)
     run = run_on_ray(study, text, storage_url=url, storage_path=storage_path,
                      address=address or os.environ.get("RAY_ADDRESS"), resume=resume,
-                     retry_failed=retry_failed, stream=stream, preflight=preflight)
+                     retry_failed=retry_failed, stream=stream, preflight=preflight, replay=replay)
     return run, url

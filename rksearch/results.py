@@ -30,8 +30,9 @@ from rksearch import cli
 from rksearch.analysis.pareto import pareto
 from rksearch.analysis.trained import FORMATS as MODEL_FORMATS
 from rksearch.analysis.trained import ModelError, load_model
+from rksearch.store import compute
 from rksearch.store.db import StoreError
-from rksearch.store.queries import load, load_epochs, studies
+from rksearch.store.queries import load, load_epochs, studies, study_compute
 from rksearch.store.urls import DEFAULT_URL
 from rksearch.training import failures
 
@@ -106,8 +107,10 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     def command(name: str, what: str, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
         return commands.add_parser(name, parents=parents, help=what, description=what[0].upper() + what[1:] + ".")
 
-    command("ls", "list the studies with their trial counts by status", [common])
-    command("show", "a study's trials, one line each, with why a trial failed or was skipped", [one_study])
+    command("ls", "list the studies with their trial counts by status, the study each replayed, and the "
+                  "compute each spent (epochs, training FLOPs, CPU/GPU hours, what ASHA saved)", [common])
+    command("show", "a study's trials, one line each, with why a trial failed or was skipped, then its compute",
+            [one_study])
     export = command("export", "write a study's trials to a file, or with --trial one trial's model",
                      [one_study, model])
     export.add_argument("--trial", metavar="ID", help="a trial id (or key): export its model")
@@ -184,6 +187,9 @@ def main(argv: list[str] | None = None, *, prog: str = PROG) -> int:
         frame["reason"] = frame["error"].map(_reason)
         columns = [c for c in frame.columns if c not in _NOT_SHOWN and not c.endswith(("_error", "_error_final"))]
         print(frame[columns].to_string(index=False))
+        spent = compute.describe(study_compute(args.storage, args.study))
+        if spent is not None:
+            print(spent)
     elif args.command == "evaluate":
         _evaluate(args)
     else:
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None, *, prog: str = PROG) -> int:
     return 0
 
 
-__all__ = ["load", "load_epochs", "studies", "pareto", "load_model", "ModelError", "main", "DEFAULT_URL"]
+__all__ = ["DEFAULT_URL", "ModelError", "load", "load_epochs", "load_model", "main", "pareto", "studies"]
 
 if __name__ == "__main__":
     try:

@@ -36,6 +36,9 @@ EPILOG = """examples:
   python -m rksearch.run studies/stage_sweep.yaml --set train.epochs=2 --set name=sweep-smoke
   python -m rksearch.run studies/stage_sweep.yaml --resume
   python -m rksearch.run STUDY.yaml --storage postgresql+psycopg://user@db/rksearch --address auto
+  python -m rksearch.run studies/quickstart.yaml --replay quickstart --set name=qs-asha \
+      --set scheduler.type=asha      (replay: the search runs on study quickstart's recorded
+                                      epochs, training nothing; compute is the recording's)
 """
 
 
@@ -57,6 +60,10 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     ap.add_argument("--storage", help=f"database URL (default: ${STORAGE_ENV}, else the study's storage.url)")
     ap.add_argument("--storage-path", help="checkpoint directory every node can reach (default: storage.checkpoints)")
     ap.add_argument("--address", help="join a Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
+    ap.add_argument("--replay", metavar="RECORDED",
+                    help="train nothing: run the study's search, scheduler, budgets and dedup on the epochs study "
+                         "RECORDED (same database) recorded for the same trial keys; points it lacks are skipped "
+                         "('not in the recording'); the study is stored as a replay, with simulated compute")
     ap.add_argument("--no-preflight", action="store_true", help="skip the cluster/database checks before training")
     ap.add_argument("-v", "--verbose", action="store_true", help="log rksearch's own progress messages")
     return ap
@@ -77,7 +84,7 @@ def resume_command(argv: Sequence[str]) -> str:
     for override in args.overrides:
         words += ["--set", override]
     for flag, value in (("--storage", args.storage), ("--storage-path", args.storage_path),
-                        ("--address", args.address)):
+                        ("--address", args.address), ("--replay", args.replay)):
         if value is not None:
             words += [flag, value]
     words += (["--no-preflight"] * args.no_preflight + ["--verbose"] * args.verbose
@@ -143,7 +150,8 @@ def _run(study: Study, text: str, args: argparse.Namespace, argv: list[str]) -> 
     hint = f"continue with  {resume_command(argv)}"
     try:
         run, url = execute(study, text, storage=args.storage, storage_path=args.storage_path, address=args.address,
-                           resume=args.resume, retry_failed=args.retry_failed, preflight=not args.no_preflight)
+                           resume=args.resume, retry_failed=args.retry_failed, preflight=not args.no_preflight,
+                           replay=args.replay)
         return _summarise(run, study, url, hint)
     except PreflightError as exc:  # the cluster was refused before the study began: nothing to continue
         return _refused(exc)
@@ -167,7 +175,8 @@ def _summarise(run: StudyRun, study: Study, url: str, hint: str) -> int:
     except StoreError as exc:  # the study ran; only the report cannot be read now
         print(f"(no summary: {exc})")
     failed = f" ({run.failed} failed: `results show` says why)" if run.failed else ""
-    print(f"\n{run.trained} trained{failed}, {run.skipped} skipped, {run.reused} reused, "
+    done = f"replayed from study {run.replay_of}" if run.replay_of else "trained"
+    print(f"\n{run.trained} {done}{failed}, {run.skipped} skipped, {run.reused} reused, "
           f"{run.already_done} done before; {time.strftime('%H:%M:%S', time.gmtime(run.seconds))} wall")
     if run.interrupted:
         print(f"interrupted: {hint}", file=sys.stderr)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import shlex
 
 from rksearch.analysis import frames, tables
-from rksearch.store import queries
+from rksearch.store import compute, queries
 from rksearch.training.status import TrialStatus
 
 
@@ -23,7 +23,8 @@ def study_summary(url: str, study: str, top: int = 5, level: float = 0.95, displ
     """The end-of-study summary: trial counts, the protocol, and the best configurations.
 
     Header: the study's completed / pruned / failed / skipped counts (and any other status
-    present) and how models were selected.  Then the `top` configurations by mean
+    present) and how models were selected; then its compute (`store.compute.describe`: epochs,
+    training FLOPs, CPU or GPU hours, what ASHA saved; simulated for a replay).  Then the `top` configurations by mean
     validation accuracy over seeds, one line each: the model name (with the search dimensions
     that tell configurations of one name apart), the validation mean, and the test accuracy as
     "mean ± half-width (n)" in percent, with its params and GFLOPs.  With `display_url` (the
@@ -43,6 +44,9 @@ def study_summary(url: str, study: str, top: int = 5, level: float = 0.95, displ
     elif protocol is not None:
         header += "; " + (frames.SELECTED_ON_TEST if protocol == "test" else frames.SELECTED_ON_HOLDOUT)
     lines = [header]
+    spent = compute.describe(queries.study_compute(url, study))
+    if spent is not None:
+        lines.append(spent)
     done = frames.completed(every)
     if done["best_val_acc"].notna().sum() == 0:
         lines.append("no completed trial with a validation accuracy yet")

@@ -39,6 +39,12 @@ from ray import tune
 from rksearch.search import progress, tracking
 from rksearch.search.interrupts import Interrupt
 from rksearch.search.planner import Node, PlannedTrial, Planner
+from rksearch.search.replay import (
+    Recording,
+    ReplayPlanner,
+    load_recording,
+    replay_planned,
+)
 from rksearch.search.schedulers import RecordingASHA, StopStudy
 from rksearch.search.schema import Choice, IntRange, Study
 from rksearch.search.searcher import PlannedSearcher, optuna_mirror, optuna_searcher
@@ -82,6 +88,8 @@ class StudyRun:
     failed: int = 0
     #: the directory `tensorboard --logdir` reads, when the study's `tracking.tensorboard` asks
     tensorboard: str | None = None
+    #: the recorded study this run replayed (`rksearch.search.replay`), if it was a replay
+    replay_of: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -105,12 +113,15 @@ class Describe:
 
 def run_study(study: Study, study_text: str, *, storage_url: str, storage_path: str | None = None,
               address: str | None = None, resume: bool = False, retry_failed: bool = False,
-              stream: TextIO | None = None, preflight: bool = True) -> StudyRun:
+              stream: TextIO | None = None, preflight: bool = True, replay: str | None = None) -> StudyRun:
     """Run (or continue) a study to the end; every trial lands in the database at `storage_url`.
 
     The study row ends `completed` only when every trial has its results in the database,
     else `interrupted` (also when this function raises or is interrupted): never `running`
-    once it returns.
+    once it returns.  Either way its compute is recorded on its row (`Store.record_compute`).
+    With `replay` (a study's name in the same database) nothing trains: the search runs for
+    real on what that study recorded (`rksearch.search.replay`), and the study is marked as
+    its replay.
     """
     started = time.monotonic()
     tracking.check(study)  # a tracker that cannot work here is refused before anything runs
@@ -120,22 +131,26 @@ def run_study(study: Study, study_text: str, *, storage_url: str, storage_path: 
     own_ray = not ray.is_initialized()
     study_id = None
     try:
+        recording = _recording(store, study, replay)
         if own_ray:
             _start_ray(address, root)
         # priced against the largest node's memory: a trial that cannot fit anywhere is skipped
-        planner = Planner(study, node=Node.largest_ray_node(ray.nodes()))
+        node = Node.largest_ray_node(ray.nodes())
+        planner = Planner(study, node=node) if recording is None else ReplayPlanner(study, recording, node=node)
         if preflight:
             from rksearch.search.preflight import raise_for_problems, run_preflight
 
             raise_for_problems(run_preflight(
                 resources_per_trial=_ray_resources(study),
                 checkpoint_path=str(root), storage_url=storage_url, open_db=open_store))
-        study_id = store.begin_study(study.name, study_text, resume=resume)
+        study_id = store.begin_study(study.name, study_text, resume=resume, replay_of=replay)
         journal = Journal.beside(root)
         _replay(store, journal)
-        run, expected = _execute(study, planner, store, storage_url, study_id, root, journal, stream, retry_failed)
+        run, expected = _execute(study, planner, store, storage_url, study_id, root, journal, stream, retry_failed,
+                                 recording)  # fmt: skip
         run.seconds = time.monotonic() - started
         run.tensorboard = str(root) if study.tracking.tensorboard else None
+        run.replay_of = replay
         try:
             _replay(store, journal)
             run.problems = list(store.missing_results(study_id, expected).values())
@@ -144,12 +159,12 @@ def run_study(study: Study, study_text: str, *, storage_url: str, storage_path: 
         mirror = optuna_mirror(study, planner)
         if mirror is not None:  # what a trial's own sync missed: reused, journaled, a failed sync
             mirror.sync(store, study_id)
-        _finish_quietly(store, study_id, "completed" if run.complete else "interrupted")
+        _finish_quietly(store, study_id, study, "completed" if run.complete else "interrupted")
         study_id = None  # its end is recorded
         return run
     finally:
         if study_id is not None:  # an exception or Ctrl-C on the way out: never left running
-            _finish_quietly(store, study_id)
+            _finish_quietly(store, study_id, study)
         store.close()
         if own_ray:
             ray.shutdown()
@@ -170,10 +185,23 @@ def _replay(store: Store, journal: Journal) -> None:
     log.warning("results store: recorded %d results kept in %s", count, journal.path)
 
 
-def _finish_quietly(store: Store, study_id: int, status: str = "interrupted") -> None:
-    """Mark the study's end; a database that refuses even this is reported, not raised (the
-    journal and the checkpoints still hold everything, and a resume sets the status right)."""
+def _recording(store: Store, study: Study, replay: str | None) -> Recording | None:
+    """The recording a replay reports from (None: not a replay), read before Ray starts, so a
+    misnamed one is refused at once."""
+    if replay is None:
+        return None
+    if replay == study.name:
+        raise StoreError(f"--replay {replay}: a study cannot replay itself; give the replay its own name "
+                         f"(--set name=...)")  # fmt: skip
+    return load_recording(store.engine, replay)
+
+
+def _finish_quietly(store: Store, study_id: int, study: Study, status: str = "interrupted") -> None:
+    """Record the study's compute and mark its end; a database that refuses even this is
+    reported, not raised (the journal and the checkpoints still hold everything, and a resume
+    sets the status and the compute right)."""
     try:
+        store.record_compute(study_id, study.resources.cpu, study.resources.gpu)
         store.finish_study(study_id, status)
     except Exception as exc:
         log.error("results store: cannot mark study %d %s: %s", study_id, status, driver_error(exc, store.engine.url))
@@ -282,8 +310,10 @@ class _Ledger:
 
 
 def _execute(study: Study, planner: Planner, store: Store, storage_url: str, study_id: int, root: Path,
-             journal: Journal, stream: TextIO | None, retry_failed: bool = False) -> tuple[StudyRun, list[str]]:
-    """Train what the study still needs; the run's counts and the trial keys that must have rows."""
+             journal: Journal, stream: TextIO | None, retry_failed: bool = False,
+             recording: Recording | None = None) -> tuple[StudyRun, list[str]]:
+    """Train (or with `recording`, replay) what the study still needs; the run's counts and the
+    trial keys that must have rows."""
     out = stream or sys.stdout
     ledger = _Ledger(study, store, study_id, retry_failed)
     if study.search.algorithm in ("grid", "random"):
@@ -303,8 +333,12 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
     study_json = study.model_dump_json()
     recorder = StoreCallback(store, study_id, Describe(study_json), journal, pruned=pruned,
                              mirror=optuna_mirror(study, planner))
+    if recording is None:
+        trainable = tune.with_parameters(train_planned, study_json=study_json)
+    else:  # the recording goes to Ray's object store once, not with every trial
+        trainable = tune.with_parameters(replay_planned, study_json=study_json, recording=recording.trials)
     interrupt = Interrupt()
-    tuner = _tuner(study, study_json, plan, root, scheduler, recorder, view, interrupt)
+    tuner = _tuner(study, study_json, trainable, plan, root, scheduler, recorder, view, interrupt)
     interrupted = _fit(tuner, recorder, interrupt)
     view.finish()
     if plan.searcher is not None:  # Optuna's points were settled (and reused) as it drew them
@@ -361,14 +395,14 @@ def _scheduler(study: Study) -> RecordingASHA | None:
                          reduction_factor=study.scheduler.reduction_factor)
 
 
-def _tuner(study: Study, study_json: str, plan: _Plan, root: Path, scheduler: RecordingASHA | None,
+def _tuner(study: Study, study_json: str, trainable: Any, plan: _Plan, root: Path, scheduler: RecordingASHA | None,
            recorder: StoreCallback, view: progress.ProgressView, interrupt: Interrupt) -> tune.Tuner:
-    """The Tuner for `plan`: the trainable with each trial's resources, our callbacks and stopper,
+    """The Tuner for `plan`: `trainable` with each trial's resources, our callbacks and stopper,
     retries from the last checkpoint, and the checkpoints worth keeping."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables, our view only
     resources = {name.lower(): amount for name, amount in _ray_resources(study).items()}
     return tune.Tuner(
-        tune.with_resources(tune.with_parameters(train_planned, study_json=study_json), resources),
+        tune.with_resources(trainable, resources),
         param_space=plan.param_space,
         tune_config=tune.TuneConfig(
             search_alg=plan.searcher, scheduler=scheduler, num_samples=plan.num_samples,

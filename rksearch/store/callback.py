@@ -176,7 +176,9 @@ class StoreCallback(tune.Callback):
         wall = time.monotonic() - started
         key = self._info(trial).trial_key
         self.ended[key] = status
-        self._write("trial end", "trial_finished", self.study_id, key, status, error, wall, failure)
+        images = (trial.last_result or {}).get("train_images")  # the worker's, for the compute
+        self._write("trial end", "trial_finished", self.study_id, key, status, error, wall, failure,
+                    None if images is None else int(images))
         if self.mirror is not None and self.store is not None:  # a journaled end: the run's last sync
             self.mirror.sync(self.store, self.study_id, [key])
 

@@ -150,8 +150,14 @@ def load_epochs(url: str = DEFAULT_URL, study: str | None = None) -> pd.DataFram
     return _with_dims(frame, ("study", "trial_id", "trial_key", "model_name"), _EPOCH_TAIL)
 
 
+#: a study's compute columns (revision 0006, `store.compute`), as `studies` and `study_compute` name them
+COMPUTE_COLUMNS = ("epochs_trained", "train_flops", "cpu_hours", "gpu_hours", "epochs_saved", "flops_saved")
+
+
 def studies(url: str = DEFAULT_URL) -> pd.DataFrame:
-    """One row per study: name, status, times, code version and trial counts by status."""
+    """One row per study: name, status, times, code version, trial counts by status, the study
+    it replayed (`replay_of`, None for a study that trained) and its compute (`COMPUTE_COLUMNS`,
+    stored when it finished; `store.compute` says how each is counted)."""
     counts = {
         status: sa.func.count(trials.c.id).filter(trials.c.status == status).label(status.value)
         for status in (TrialStatus.COMPLETED, TrialStatus.PRUNED, TrialStatus.FAILED, TrialStatus.SKIPPED,
@@ -161,7 +167,8 @@ def studies(url: str = DEFAULT_URL) -> pd.DataFrame:
         sa.select(
             studies_table.c.name.label("study"), studies_table.c.id, studies_table.c.status,
             studies_table.c.created_at, studies_table.c.finished_at, studies_table.c.code_version,
-            sa.func.count(trials.c.id).label("trials"), *counts.values(),
+            sa.func.count(trials.c.id).label("trials"), *counts.values(), studies_table.c.replay_of,
+            *(studies_table.c[name] for name in COMPUTE_COLUMNS),
         )
         .outerjoin(trials, trials.c.study_id == studies_table.c.id)
         .group_by(studies_table.c.id)
@@ -170,7 +177,20 @@ def studies(url: str = DEFAULT_URL) -> pd.DataFrame:
     with _snapshot(url) as conn:
         frame = pd.DataFrame(conn.execute(query).mappings().all(), columns=list(query.selected_columns.keys()))
     _utc(frame, ("created_at", "finished_at"))
+    for name in ("epochs_trained", "epochs_saved"):
+        frame[name] = frame[name].astype("Int64")
     return frame
 
 
-__all__ = ["load", "load_epochs", "studies"]
+def study_compute(url: str, study: str) -> dict:
+    """Study `study`'s stored compute (`COMPUTE_COLUMNS`) and `replay_of`; StoreError if there is
+    no such study.  Values are None until the study first finishes (or for one before 0006)."""
+    columns = [studies_table.c.replay_of, *(studies_table.c[name] for name in COMPUTE_COLUMNS)]
+    with _snapshot(url) as conn:
+        row = conn.execute(sa.select(*columns).where(studies_table.c.name == study)).mappings().first()
+    if row is None:
+        raise StoreError(f"no study named {study!r}")
+    return dict(row)
+
+
+__all__ = ["COMPUTE_COLUMNS", "load", "load_epochs", "studies", "study_compute"]

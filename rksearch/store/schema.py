@@ -43,6 +43,18 @@ studies = sa.Table(
     sa.Column("environment", JSONDoc, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
+    # revision 0006: the recorded study this one replayed (`rksearch.search.replay`), by name;
+    # provenance only, as `reused_from_id`: a replay stays readable when its recording is deleted
+    sa.Column("replay_of", sa.String(200)),
+    # revision 0006: the compute the study spent (a replay: the recorded compute it simulated),
+    # computed from its stored rows when it finishes (`store.compute`); NULL before 0006
+    sa.Column("epochs_trained", sa.BigInteger),
+    sa.Column("train_flops", sa.Float),
+    sa.Column("cpu_hours", sa.Float),
+    sa.Column("gpu_hours", sa.Float),
+    # what ASHA's pruned trials did not train, against training each to its last epoch
+    sa.Column("epochs_saved", sa.BigInteger),
+    sa.Column("flops_saved", sa.Float),
 )
 
 trials = sa.Table(
@@ -89,6 +101,9 @@ trials = sa.Table(
     sa.Column("last_checkpoint", sa.Text),
     sa.Column("code_version", sa.String(50)),
     sa.Column("environment", JSONDoc),
+    # revision 0006: training images per epoch, as the trial's worker reported them (the
+    # training FLOPs of `store.compute` are epochs x these x 3 x forward FLOPs)
+    sa.Column("train_images", sa.Integer),
     # the unique constraints keep their 0001 names: Optuna names none of its own (no clash), and
     # renaming one on SQLite means rebuilding the table (see revision 0005)
     sa.UniqueConstraint("study_id", "trial_key", name="uq_trials_study_key"),

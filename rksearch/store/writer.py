@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from rksearch.store import db
+from rksearch.store import compute, db
 from rksearch.store.journal import Journal
 from rksearch.store.schema import epochs, studies, trials
 from rksearch.store.urls import redact
@@ -51,7 +51,7 @@ _IDENTITY = ("trial_key", "model_name", "canonical", "dims", "config", "params",
 #: trial columns holding a trained trial's outcome, copied when a study reuses it
 _OUTCOME = ("best_val_acc", "final_val_acc", "best_epoch", "test_acc", "test_acc_final", "epochs_done",
             "wall_seconds", "device", "node", "started_at", "finished_at", "best_checkpoint", "last_checkpoint",
-            "code_version", "environment")  # fmt: skip
+            "code_version", "environment", "train_images")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -104,18 +104,25 @@ class Store:
 
     # ------------------------------------------------------------------ studies
 
-    def begin_study(self, name: str, study_text: str, *, resume: bool = False) -> int:
+    def begin_study(self, name: str, study_text: str, *, resume: bool = False, replay_of: str | None = None) -> int:
         """The id of study `name`: a new row, or with `resume` the existing one set running.
 
         Without `resume` an existing name is an error: silently adding trials to an old study
-        would mix two experiments' results under one name.
+        would mix two experiments' results under one name.  `replay_of` marks the study as a
+        replay of that recorded study; a resume must say the same (a replay's trials continued
+        by training, or the reverse, would mix real and simulated compute).
         """
         with self.engine.begin() as conn:
-            row = conn.execute(sa.select(studies.c.id, studies.c.study_hash).where(studies.c.name == name)).first()
+            row = conn.execute(sa.select(studies.c.id, studies.c.study_hash, studies.c.replay_of)
+                               .where(studies.c.name == name)).first()  # fmt: skip
             if row is not None:
                 if not resume:
                     raise db.StoreError(f"study {name!r} already exists in {self.display_url}: "
                                         f"use --resume to continue it, or another name")  # fmt: skip
+                if row.replay_of != replay_of:
+                    was = f"a replay of {row.replay_of!r}" if row.replay_of else "not a replay"
+                    raise db.StoreError(f"study {name!r} was {was}: resume it " + (
+                        f"with --replay {row.replay_of}" if row.replay_of else "without --replay"))
                 if row.study_hash != _hash(study_text):
                     log.warning("study %r is resumed with a different study file; the stored one is kept", name)
                 conn.execute(studies.update().where(studies.c.id == row.id)
@@ -130,6 +137,7 @@ class Store:
                     code_version=environment.code_version()[:50],
                     environment=environment.capture(),
                     created_at=_now(),
+                    replay_of=replay_of,
                 )
             ).scalar_one()
 
@@ -139,6 +147,27 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(studies.update().where(studies.c.id == study_id)
                          .values(status=status, finished_at=_now()))  # fmt: skip
+
+    def record_compute(self, study_id: int, cpus: float, gpus: float) -> compute.Compute:
+        """Compute the study's spent (and saved) compute from its stored rows and store it on
+        its row (`store.compute`: the conventions); trials reserved `cpus` and `gpus` each.
+        Once per study run, when it finishes: one grouped read and one update."""
+        of_trial = epochs.c.trial_id == trials.c.id
+        query = (
+            sa.select(trials.c.status, trials.c.flops, trials.c.train_images, trials.c.config,
+                      sa.func.count(epochs.c.id).label("epochs"),
+                      sa.func.coalesce(sa.func.sum(epochs.c.seconds), 0.0).label("seconds"))
+            .outerjoin(epochs, of_trial)
+            .where(trials.c.study_id == study_id, trials.c.reused_from_id.is_(None))
+            .group_by(trials.c.id)
+        )  # fmt: skip
+        with self.engine.begin() as conn:
+            work = [compute.TrialWork(row.status, row.flops, row.train_images, int(row.epochs),
+                                      int((row.config or {}).get("optim", {}).get("epochs", 0)), float(row.seconds))
+                    for row in conn.execute(query)]  # fmt: skip
+            spent = compute.account(work, cpus, gpus)
+            conn.execute(studies.update().where(studies.c.id == study_id).values(**spent.columns()))
+        return spent
 
     # ------------------------------------------------------------------ trials
 
@@ -279,8 +308,10 @@ class Store:
 
     def trial_finished(self, study_id: int, trial_key: str, status: str, error: str | None = None,
                        wall_seconds: float | None = None, failure: str | None = None,
-                       at: datetime | None = None) -> None:  # fmt: skip
-        """The trial's end; a failed one carries its error text and its `failures` category."""
+                       train_images: int | None = None, at: datetime | None = None) -> None:  # fmt: skip
+        """The trial's end; a failed one carries its error text and its `failures` category.
+        `train_images`: the images per epoch its worker trained on (its last report's), kept
+        for the study's compute (`record_compute`); None leaves what is stored."""
         if status not in TRIAL_END_STATUSES:
             raise ValueError(f"trial status must be one of {', '.join(TRIAL_END_STATUSES)}, not {status!r}")
         if failure is not None and failure not in failures.CATEGORIES:
@@ -289,7 +320,9 @@ class Store:
             trial_id = self._trial_id(conn, study_id, trial_key)
             conn.execute(trials.update().where(trials.c.id == trial_id).values(
                 status=status, error=error, failure=failure if status == TrialStatus.FAILED else None,
-                wall_seconds=_number(wall_seconds), finished_at=at or _now()
+                wall_seconds=_number(wall_seconds), finished_at=at or _now(),
+                train_images=sa.func.coalesce(None if train_images is None else int(train_images),
+                                              trials.c.train_images),
             ))  # fmt: skip
 
     # ------------------------------------------------------------------ the journal
@@ -396,9 +429,12 @@ class Store:
     # ------------------------------------------------------------------ reuse
 
     def find_completed(self, trial_key: str, code_version: str | None = None) -> int | None:
-        """A completed trial with this key in any study, trained ones before reused copies;
-        with `code_version`, only one trained by that code (an unknown version never matches)."""
-        query = sa.select(trials.c.id).where(trials.c.trial_key == trial_key, trials.c.status == TrialStatus.COMPLETED)
+        """A completed trial with this key in any study but a replay, trained ones before reused
+        copies; with `code_version`, only one trained by that code (an unknown version never matches)."""
+        # a replay's trials were never trained: simulated results are not reused as real ones
+        trained = sa.select(studies.c.id).where(studies.c.replay_of.is_(None))
+        query = sa.select(trials.c.id).where(trials.c.trial_key == trial_key, trials.c.status == TrialStatus.COMPLETED,
+                                             trials.c.study_id.in_(trained))  # fmt: skip
         if code_version is not None:
             query = query.where(trials.c.code_version == code_version)
         with db.reading(self.engine) as conn:
