@@ -6,6 +6,7 @@ in its own session, so a test can signal the driver alone or kill its whole proc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": "local",
+    # PYTHONFAULTHANDLER: a driver that hangs is sent SIGABRT and prints where every thread was
+    return {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": "local", "PYTHONFAULTHANDLER": "1",
             "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **extra}
 
 
@@ -55,7 +57,14 @@ def stop_when(cmd: list[str], cwd: Path, ready: Callable[[], bool], stop: Callab
             assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
             time.sleep(0.05)
         stop(proc)
-        proc.wait(timeout=timeout)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGABRT)  # its threads' stacks to the log, for the failure below
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+            raise AssertionError(f"the driver did not end {timeout:g} s after it was stopped; its stderr:\n"
+                                 + log.read_text(errors="replace")[-6000:]) from None
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

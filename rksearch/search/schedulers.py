@@ -11,6 +11,7 @@ from typing import Any
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from rksearch.search.interrupts import Interrupt
 from rksearch.store.callback import StoreCallback
 from rksearch.training.status import TrialStatus
 
@@ -45,17 +46,20 @@ class RecordingASHA(ASHAScheduler):
         return trial_id in self.stopped
 
 
-class StopOnFatal(tune.Stopper):
-    """Ends the whole study as soon as the store callback says it cannot go on (`fatal`)."""
+class StopStudy(tune.Stopper):
+    """Ends the whole study as soon as the store callback says it cannot go on (`fatal`), or
+    the user asked it to stop (`interrupt`: a Ctrl-C whose KeyboardInterrupt never reached
+    `Tuner.fit`, see `rksearch.search.interrupts`).  Either way the running trials stay
+    unfinished (the callback records no end for them) and a resume continues them."""
 
-    def __init__(self, callback: StoreCallback) -> None:
-        self.callback = callback
+    def __init__(self, callback: StoreCallback, interrupt: Interrupt) -> None:
+        self.callback, self.interrupt = callback, interrupt
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         return False
 
     def stop_all(self) -> bool:
-        return self.callback.fatal is not None
+        return self.callback.fatal is not None or self.interrupt.requested
 
 
-__all__ = ["blind", "RecordingASHA", "StopOnFatal"]
+__all__ = ["blind", "RecordingASHA", "StopStudy"]
