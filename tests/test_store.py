@@ -407,6 +407,48 @@ def test_callback_pickles_without_password_and_reconnects(db_url: str) -> None:
     store.close()
 
 
+class RecordingMirror:
+    """Stands in for `store.mirror.OptunaMirror` (tested with Optuna in test_optuna_storage and
+    test_engine): here only when the callback syncs it, and which trials, are under test."""
+
+    def __init__(self) -> None:
+        self.synced: list[list[str]] = []
+
+    def sync(self, store: Store, study_id: int, keys: list[str]) -> int:
+        assert set(store.trial_statuses(study_id)) >= set(keys), "synced before the end was written"
+        self.synced.append(sorted(keys))
+        return len(keys)
+
+
+def test_the_mirror_gets_the_first_end_at_once_then_ends_together_at_most_every_interval(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    study = store.begin_study("s", "x")
+    now = [100.0]
+    mirror = RecordingMirror()
+    callback = StoreCallback(store, study, describe, mirror=mirror, clock=lambda: now[0])
+    every = callback_module.MIRROR_EVERY_S
+
+    def end(number: int) -> None:
+        run_trials(callback, [number], 1, redeliver=False)
+
+    end(1)
+    assert mirror.synced == [["key0001"]]  # the first end: the Optuna study exists from then on
+    now[0] += every / 3
+    end(2)
+    now[0] += every / 3
+    end(3)
+    callback.on_step_end(0, [])
+    assert mirror.synced == [["key0001"]]  # too soon: waiting, but already in our tables
+    assert store.trial_statuses(study) == {f"key000{n}": "completed" for n in (1, 2, 3)}
+    now[0] += every / 3
+    callback.on_step_end(0, [])  # Tune's loop: no trial needs to end for the waiting ones to go
+    assert mirror.synced == [["key0001"], ["key0002", "key0003"]]
+    now[0] += 10 * every
+    callback.on_step_end(0, [])
+    assert len(mirror.synced) == 2  # nothing waiting, no sync
+    store.close()
+
+
 # --------------------------------------------------------------------------- the journal
 
 

@@ -16,12 +16,17 @@ takes the password from ``PGPASSWORD`` or ``~/.pgpass`` as libpq does.
 
 With a `mirror` (grid and random studies), each trial's end, once written to our tables, is
 also added to the study's Optuna study in the same database (`store.mirror`): best effort,
-after our own write, so a mirror failure costs a warning and never a row of ours.
+after our own write, so a mirror failure costs a warning and never a row of ours.  The first
+end is synced at once, later ones together at most every `MIRROR_EVERY_S`: a sync opens
+Optuna's storage (a tenth of a second to half a second here), and on Tune's loop that holds
+up the next trial's start and every running trial's report, which waits for the driver; the
+engine's sync at the end of the run adds whatever is still waiting.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +52,9 @@ RETRY_DELAYS_S = (0.1, 0.5, 2.0)
 #: how much of a failed trial's error text to keep (its tail: the exception is at the end)
 ERROR_CHARS = 4000
 
+#: seconds between two syncs of the Optuna mirror (the dashboard lags the study by at most this)
+MIRROR_EVERY_S = 30.0
+
 
 class StoreCallback(tune.Callback):
     """Start, epochs, completion, pruning and failure of each Tune trial, into the store.
@@ -55,12 +63,13 @@ class StoreCallback(tune.Callback):
     `trial_status` is 'skipped' are the engine's to record and are ignored here.  A trial that
     ends while still running was stopped early: it is recorded as pruned only when `pruned`
     (the scheduler's own record of the trials it stopped) says so, never when the study itself
-    is being stopped; otherwise it stays unfinished and a resume continues it.
+    is being stopped; otherwise it stays unfinished and a resume continues it.  `clock` times
+    the mirror's syncs (injectable, so that tests drive time instead of sleeping).
     """
 
     def __init__(self, store: Store, study_id: int, describe: Callable[[dict], TrialInfo],
                  journal: Journal | None = None, pruned: Callable[[str], bool] | None = None,
-                 mirror: OptunaMirror | None = None) -> None:
+                 mirror: OptunaMirror | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.store: Store | None = store
         self._url = redact(store.engine.url, connectable=True)
         self.study_id = study_id
@@ -74,10 +83,15 @@ class StoreCallback(tune.Callback):
         self.ended: dict[str, str] = {}
         self._infos: dict[str, TrialInfo] = {}
         self._started: dict[str, float] = {}
+        self.clock = clock
+        #: ended trials not yet synced to the mirror, and when it was last synced
+        self._unmirrored: list[str] = []
+        self._mirrored_at = -math.inf
 
     def __getstate__(self) -> dict[str, Any]:
         # no engine, no password; start times are per-process clocks and mean nothing elsewhere
-        return {**self.__dict__, "store": None, "_infos": {}, "_started": {}, "ended": {}}
+        return {**self.__dict__, "store": None, "_infos": {}, "_started": {}, "ended": {}, "_unmirrored": [],
+                "_mirrored_at": -math.inf}
 
     def stop(self, reason: str) -> None:
         """Ask the engine's stopper to end the study (the first reason is the one shown)."""
@@ -179,8 +193,23 @@ class StoreCallback(tune.Callback):
         images = (trial.last_result or {}).get("train_images")  # the worker's, for the compute
         self._write("trial end", "trial_finished", self.study_id, key, status, error, wall, failure,
                     None if images is None else int(images))
-        if self.mirror is not None and self.store is not None:  # a journaled end: the run's last sync
-            self.mirror.sync(self.store, self.study_id, [key])
+        if self.mirror is not None:
+            self._unmirrored.append(key)
+            self._sync_mirror()
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        """Tune's loop turns many times a second: ends waiting for the mirror go once it is time."""
+        if self._unmirrored:
+            self._sync_mirror()
+
+    def _sync_mirror(self) -> None:
+        """Add the waiting ends to the Optuna mirror, unless it was synced under `MIRROR_EVERY_S` ago.
+        An end still in the journal is not in our tables yet: the run's last sync adds it."""
+        if self.mirror is None or self.store is None or self.clock() - self._mirrored_at < MIRROR_EVERY_S:
+            return
+        keys, self._unmirrored = self._unmirrored, []
+        self.mirror.sync(self.store, self.study_id, keys)
+        self._mirrored_at = self.clock()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}

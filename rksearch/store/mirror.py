@@ -8,9 +8,10 @@ an Optuna study in that same storage (`search.searcher`), which is their mirror.
 Our tables are the record and this is derived from them: `OptunaMirror.sync` reads a study's
 ended trials from our rows and adds, through Optuna's public API, those Optuna lacks.  Each
 Optuna trial carries its trial key (user attribute `KEY_ATTR`), so a sync is idempotent and a
-resumed study, a replayed journal or reused trials never duplicate one.  The driver syncs a
-trial as its end is recorded and the whole study at the end of every run; a sync that fails is
-logged as a warning and repaired by the next one, never at the cost of our own rows.
+resumed study, a replayed journal or reused trials never duplicate one.  The driver syncs
+trials as their ends are recorded (together, at most every `callback.MIRROR_EVERY_S`) and the
+whole study at the end of every run; a sync that fails is logged as a warning and repaired by
+the next one, never at the cost of our own rows.
 """
 
 from __future__ import annotations
