@@ -40,6 +40,8 @@ NOT_RECORDED = "not in the recording"
 
 #: per-epoch metrics a replayed epoch reports, named as the real trainable reports them
 EPOCH_FIELDS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
+#: what every report of the real trainable carries that the trial's row keeps (not its epochs)
+TRIAL_FIELDS = ("device", "train_images")
 #: what the real trainable's last report adds, from the recorded trial's row
 LAST_FIELDS = ("test_acc", "test_acc_final")
 
@@ -60,22 +62,25 @@ class Recording:
         return reports is not None and [r["epoch"] for r in reports] == list(range(1, planned + 1))
 
 
-def reports(rows: list[dict[str, Any]], last: dict[str, Any]) -> list[dict[str, Any]]:
-    """The reports the real trainable made for these recorded epochs (`rows`, in epoch order):
-    each epoch's metrics with the running best validation accuracy and its epoch (the later of
-    equal scores, as `training.loop` chooses), `trial_status` running, and on the last epoch
-    completed with `last` (the trial's test accuracies, device, training images)."""
+def reports(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The reports the real trainable made for these recorded epochs of one trial (`rows`, in
+    epoch order, each also holding its trial's `TRIAL_FIELDS` and `LAST_FIELDS`): each epoch's
+    metrics and the trial's fields (so a trial ASHA stops early still says what it trained on),
+    with the running best validation accuracy and its epoch (the later of equal scores, as
+    `training.loop` chooses), `trial_status` running; on the last epoch completed, with the
+    test accuracies."""
     out = []
     best, best_epoch = -math.inf, 0
     for row in rows:
         val = row.get("val_acc")
         if val is not None and not val < best:
             best, best_epoch = val, row["epoch"]
-        out.append({**{name: row.get(name) for name in EPOCH_FIELDS}, "epoch": row["epoch"],
-                    "best_val_acc": best if best_epoch else math.nan, "best_epoch": best_epoch,
+        out.append({**{name: row.get(name) for name in EPOCH_FIELDS},
+                    **{name: row[name] for name in TRIAL_FIELDS if row.get(name) is not None},
+                    "epoch": row["epoch"], "best_val_acc": best if best_epoch else math.nan, "best_epoch": best_epoch,
                     "trial_status": TrialStatus.RUNNING.value})  # fmt: skip
     if out:
-        out[-1].update({name: value for name, value in last.items() if value is not None},
+        out[-1].update({name: rows[-1][name] for name in LAST_FIELDS if rows[-1].get(name) is not None},
                        trial_status=TrialStatus.COMPLETED.value)
     return out
 
@@ -92,8 +97,8 @@ def load_recording(engine: Engine, study: str) -> Recording:
     from rksearch.store.urls import redact
 
     query = (
-        sa.select(trials.c.trial_key, trials.c.test_acc, trials.c.test_acc_final, trials.c.device,
-                  trials.c.train_images, epochs.c.epoch, *(epochs.c[name] for name in EPOCH_FIELDS))
+        sa.select(trials.c.trial_key, *(trials.c[name] for name in (*TRIAL_FIELDS, *LAST_FIELDS)), epochs.c.epoch,
+                  *(epochs.c[name] for name in EPOCH_FIELDS))
         .join(trials, trials.c.id == epochs.c.trial_id)
         .join(studies, studies.c.id == trials.c.study_id)
         .where(studies.c.name == study, trials.c.status == TrialStatus.COMPLETED)
@@ -104,11 +109,9 @@ def load_recording(engine: Engine, study: str) -> Recording:
         if not rows and conn.execute(sa.select(studies.c.id).where(studies.c.name == study)).first() is None:
             raise StoreError(f"--replay {study}: no study named {study!r} in {redact(engine.url)}")
     grouped: dict[str, list[dict[str, Any]]] = {}
-    last: dict[str, dict[str, Any]] = {}
     for row in rows:
         grouped.setdefault(row["trial_key"], []).append(dict(row))
-        last[row["trial_key"]] = {name: row[name] for name in (*LAST_FIELDS, "device", "train_images")}
-    return Recording(study, {key: reports(epoch_rows, last[key]) for key, epoch_rows in grouped.items()})
+    return Recording(study, {key: reports(epoch_rows) for key, epoch_rows in grouped.items()})
 
 
 class ReplayPlanner(Planner):
