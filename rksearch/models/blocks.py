@@ -13,10 +13,28 @@ from torch import nn
 from rksearch.models.layers import GrowthLayer, NormLayer, init_conv_kernel, recomputed
 
 
-def _sum_groups(grown: torch.Tensor, stages: int) -> torch.Tensor:
-    """Sum `stages` equal channel groups of `grown` (the s increments h b_i z_i)."""
-    n, c, h, w = grown.shape
-    return grown.view(n, stages, c // stages, h, w).sum(1)
+def increments(grown: list[torch.Tensor], stages: int) -> list[torch.Tensor]:
+    """The s increments h b_i z_i from the m*s grown outputs: m consecutive outputs each.
+
+    With m = 1 (every ICLR and 2022 model) they are the outputs themselves, not slices of one
+    concatenation: a channel slice of a batch is a strided view, and its gradient reached the
+    convs' backward strided too, which then copied it (the official code has no such copies).
+    """
+    m = len(grown) // stages
+    return grown if m == 1 else [torch.cat(grown[i * m:(i + 1) * m], 1) for i in range(stages)]
+
+
+def rk_sum(y: torch.Tensor, parts: list[torch.Tensor]) -> torch.Tensor:
+    """y_n + z_1 + ... + z_s, added in that order as the official code does (no stacked copy).
+
+    The sum is accumulated in place in the one new tensor ``y_n + z_1``: an addition's
+    backward needs neither its inputs nor its output, so this is exact and allocates one
+    state instead of s.
+    """
+    total = y + parts[0]
+    for z in parts[1:]:
+        total.add_(z)
+    return total
 
 
 class ExplicitStep(nn.Module):
@@ -43,7 +61,7 @@ class ExplicitStep(nn.Module):
         return features[1:]
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return y + _sum_groups(torch.cat(self.grow(y), 1), self.stages)
+        return rk_sum(y, increments(self.grow(y), self.stages))
 
 
 class CliqueStep(nn.Module):
@@ -120,7 +138,7 @@ class CliqueStep(nn.Module):
         return x
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return y + torch.stack(self.refine(y)).sum(0)
+        return rk_sum(y, self.refine(y))
 
 
 class UpdateStep(nn.Module):
@@ -148,9 +166,9 @@ class UpdateStep(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         s = self.stages
-        z = list(torch.cat(self.first.grow(y), 1).chunk(s, 1))
+        z = list(increments(self.first.grow(y), s))
         for _ in range(self.iterations):
             source = list(z) if self.jacobi else z  # Jacobi reads a frozen copy
             for i in range(s):
                 z[i] = self.updaters[i]([y] + [source[j] for j in range(s) if j != i])
-        return y + torch.stack(z).sum(0)
+        return rk_sum(y, z)
