@@ -36,9 +36,8 @@ EPILOG = """examples:
   python -m rksearch.run studies/stage_sweep.yaml --set train.epochs=2 --set name=sweep-smoke
   python -m rksearch.run studies/stage_sweep.yaml --resume
   python -m rksearch.run STUDY.yaml --storage postgresql+psycopg://user@db/rksearch --address auto
-  python -m rksearch.run studies/quickstart.yaml --replay quickstart --set name=qs-asha \
-      --set scheduler.type=asha      (replay: the search runs on study quickstart's recorded
-                                      epochs, training nothing; compute is the recording's)
+  python -m rksearch.run studies/quickstart.yaml --replay quickstart --set name=qs-asha --set scheduler.type=asha
+      (a replay: ASHA runs on the epochs study quickstart recorded; nothing trains)
 """
 
 
