@@ -81,6 +81,18 @@ def test_save_fsyncs_file_and_directory_and_leaves_no_temporary_file(tmp_path: P
     assert checkpoint.load(tmp_path)["epoch"] == 2
 
 
+def test_a_staging_save_skips_the_fsyncs_and_is_still_whole(tmp_path: Path, monkeypatch) -> None:
+    """What a Tune trial writes for Tune to copy (`durable=False`): no fsync, same atomic file."""
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    checkpoint.save(tmp_path, a_state(1), durable=False)
+    checkpoint.save(tmp_path, a_state(2), durable=False)
+    assert synced == []
+    assert [p.name for p in tmp_path.iterdir()] == [checkpoint.CHECKPOINT_NAME]
+    assert checkpoint.load(tmp_path)["epoch"] == 2
+
+
 def test_a_save_that_fails_half_way_keeps_the_old_checkpoint_and_no_temporary_file(tmp_path: Path) -> None:
     checkpoint.save(tmp_path, a_state(1))
     with pytest.raises(TypeError, match="cannot pickle"):  # raised with the temporary file open

@@ -78,7 +78,9 @@ def train_planned(config: dict[str, Any], study_json: str) -> None:
             tune.report({**metrics, **extra, **first}, checkpoint=saved)
             first = {}
 
-        run_trial(trial.config, report, checkpoint_dir=Path(work) / "checkpoint", resume_from=resume_from)
+        # a staging directory: Tune copies each reported checkpoint into the trial's directory
+        run_trial(trial.config, report, checkpoint_dir=Path(work) / "checkpoint", resume_from=resume_from,
+                  durable=False)
 
 
 def _kept_by_tune(newest: Path) -> list[Path]:

@@ -21,9 +21,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -66,13 +67,16 @@ class Diverged(RuntimeError):
 
 
 def run_trial(config: TrialConfig | dict[str, Any], report: Reporter | None = None,
-              checkpoint_dir: Path | None = None, resume_from: Path | None = None) -> TrialResult:
+              checkpoint_dir: Path | None = None, resume_from: Path | None = None, *,
+              durable: bool = True) -> TrialResult:
     """Train and evaluate one model; see the module docstring.
 
     `report(metrics, checkpoint_dir)` is called after every epoch, once that epoch's
     checkpoint is on disk (``None`` when no `checkpoint_dir` is given or the trial failed).
-    `resume_from` is a directory holding a ``checkpoint.pt``: training goes on at the next
-    epoch.  A diverging trial reports once with ``trial_status: "failed"`` and returns.
+    ``durable=False``: `checkpoint_dir` only stages each checkpoint for `report` to copy
+    elsewhere, so it is not fsynced (`checkpoint.save`).  `resume_from` is a directory holding
+    a ``checkpoint.pt``: training goes on at the next epoch.  A diverging trial reports once
+    with ``trial_status: "failed"`` and returns.
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.model_validate(config)
     runtime = resolve(cfg.runtime)
@@ -82,7 +86,7 @@ def run_trial(config: TrialConfig | dict[str, Any], report: Reporter | None = No
         trainer = _Trainer(cfg, runtime, data)
         if resume_from is not None:
             trainer.restore(ckpt.load(Path(resume_from)))
-        return trainer.run(report, Path(checkpoint_dir) if checkpoint_dir is not None else None)
+        return trainer.run(report, Path(checkpoint_dir) if checkpoint_dir is not None else None, durable)
 
 
 def build_model(cfg: TrialConfig, data: TrialData) -> nn.Module:
@@ -136,7 +140,7 @@ class _Trainer:
         log.info("resumed after epoch %d (best val acc %.4f)", self.epoch, self.best_val_acc)
 
     # ---- the loop ------------------------------------------------------------------------
-    def run(self, report: Reporter | None, checkpoint_dir: Path | None) -> TrialResult:
+    def run(self, report: Reporter | None, checkpoint_dir: Path | None, durable: bool = True) -> TrialResult:
         history: list[dict[str, Any]] = []
         for epoch in range(self.epoch + 1, self.cfg.optim.epochs + 1):
             started = time.perf_counter()
@@ -165,7 +169,7 @@ class _Trainer:
             log.info("epoch %d: train loss %.4f acc %.4f, val loss %.4f acc %.4f, %.1f s", epoch,
                      train_loss, train_acc, val_loss, val_acc, self.last["seconds"])
             if checkpoint_dir is not None:
-                ckpt.save(checkpoint_dir, self.state())
+                ckpt.save(checkpoint_dir, self.state(), durable=durable)
             if report is not None:
                 report(dict(self.last), checkpoint_dir)
         return self._result(TrialStatus.COMPLETED, None, history)
