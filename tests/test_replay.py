@@ -137,3 +137,10 @@ def test_a_replay_names_another_recorded_study(recorded: Recorded) -> None:
     with pytest.raises(StoreError, match="cannot replay itself"):
         rksearch.run_study(recorded.path, storage=recorded.url, preflight=False, replay="rec")
     assert "x" not in set(results.studies(recorded.url)["study"])  # refused before the study began
+
+
+def test_an_interrupted_replay_is_continued_as_a_replay() -> None:
+    from rksearch.run import resume_command
+
+    words = resume_command(["study.yaml", "--replay", "rec", "--set", "name=qs-tpe"]).split()
+    assert words[words.index("--replay") + 1] == "rec" and words[-1] == "--resume"
