@@ -36,7 +36,13 @@ from rksearch.training import failures
 from rksearch.training.config import TrialConfig
 from rksearch.training.data import BatchSource, TrialData
 from rksearch.training.data import load as load_data
-from rksearch.training.runtime import Runtime, activated, resolve, seed_everything
+from rksearch.training.runtime import (
+    Runtime,
+    activated,
+    compiles,
+    resolve,
+    seed_everything,
+)
 from rksearch.training.status import TrialStatus
 
 log = logging.getLogger(__name__)
@@ -101,6 +107,8 @@ class _Trainer:
     def __init__(self, cfg: TrialConfig, runtime: Runtime, data: TrialData) -> None:
         self.cfg, self.runtime, self.data = cfg, runtime, data
         self.model = build_model(cfg, data).to(runtime.device, memory_format=runtime.memory_format)
+        if compiles(cfg.runtime, runtime, cfg.optim.epochs):
+            self.model.compile()  # in place: the state dict keeps its names, so checkpoints do not change
         self.params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         o = cfg.optim
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,

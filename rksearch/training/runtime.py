@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -18,6 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: cuBLAS needs this workspace setting for deterministic matrix products
 CUBLAS_DETERMINISTIC = ":4096:8"
+#: `compile: auto` compiles CUDA trials of at least this many epochs and never CPU ones.  On the
+#: CPU the first compiled step of even a tiny RKCNN took minutes of compiling (2 cores, gcc) for
+#: a per-step gain within noise (benchmarks/README.md, bench_train --compile), so it never pays
+#: there.  On CUDA the compile costs the same order (it is CPU work) once per trial process, and
+#: an epoch of a Table-1 model is ~10^3 steps; this threshold keeps it off the short screening
+#: trials a search mostly runs, until gpu_check.sh has measured the break-even on a GPU.
+COMPILE_AUTO_MIN_EPOCHS = 10
 
 
 class RuntimeConfig(BaseModel):
@@ -31,12 +39,20 @@ class RuntimeConfig(BaseModel):
     threads: int | None = Field(None, ge=1, description="CPU threads; default: the trial's CPU share")
     deterministic: bool = False
     memory_efficient: bool = Field(False, description="recompute dense concatenations in backward (less memory)")
+    compile: Literal["off", "on", "auto"] = Field(
+        "off", description=f"torch.compile the model; auto: on for CUDA trials of >= {COMPILE_AUTO_MIN_EPOCHS} epochs")
 
     @field_validator("amp", mode="before")
     @classmethod
     def _yaml_off(cls, value: Any) -> Any:
         """YAML reads a bare ``amp: off`` as false: that is 'off', not an error."""
         return "off" if value is False else value
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        """YAML reads a bare ``compile: on`` / ``off`` as true / false."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 @dataclass(frozen=True)
@@ -131,6 +147,13 @@ def activated(runtime: Runtime) -> Iterator[None]:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(det, warn_only=warn_only)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_det, cudnn_bench
+
+
+def compiles(cfg: RuntimeConfig, runtime: Runtime, epochs: int) -> bool:
+    """Whether a trial of `epochs` epochs on `runtime` compiles its model (`compile`)."""
+    if cfg.compile == "auto":
+        return runtime.device.type == "cuda" and epochs >= COMPILE_AUTO_MIN_EPOCHS
+    return cfg.compile == "on"
 
 
 def seed_everything(seed: int) -> None:
