@@ -25,6 +25,15 @@ between models measured the same way.  Both are also given per image of the batc
 `--memory-efficient both` (the default) measures every model plain and with the dense
 concatenations recomputed in backward (ours: `rksearch.models.build(...,
 memory_efficient=True)`; DenseNet: torchvision's own `memory_efficient=True`).
+
+`--compile on|both` also measures our models compiled in place (`nn.Module.compile`, what
+``runtime.compile: on`` does); the DenseNet stays eager.  The first step, where the compiling
+happens, is timed on its own ("first step s") and never counted in images/s; a summary line
+says after how many steps the compiled model has made up for it.
+
+`--baseline-tree PATH` measures our models (eager) once more with the rksearch of another
+checkout, e.g. ``git worktree add /tmp/before <commit>``: its own benchmarks/bench_train.py
+runs the job, so it imports its own rksearch.  A summary line gives ours/baseline images/s.
 """
 
 from __future__ import annotations
@@ -44,9 +53,9 @@ from torchvision.models import DenseNet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rksearch.cost import count  # noqa: E402
-from rksearch.models import build  # noqa: E402
-from rksearch.training.runtime import RuntimeConfig, activated, resolve, trial_cpus  # noqa: E402
+from rksearch.cost import count
+from rksearch.models import build
+from rksearch.training.runtime import RuntimeConfig, activated, resolve, trial_cpus
 
 OURS = ("ERKNet-6x1 6x1 6x1", "IRKNet-3x1 3x1 3x1")
 GROWTH, IMAGE, CLASSES = 36, 32, 10
@@ -89,7 +98,8 @@ def _vm(field: str) -> int:
 
 
 def measure(job: dict[str, Any]) -> dict[str, Any]:
-    """Run one model's training steps in this process; return images/s and peak memory."""
+    """Run one model's training steps in this process; return images/s, the first step's
+    seconds (compiling included) and peak memory."""
     rt = resolve(RuntimeConfig(device=job["device"], amp=job["amp"], channels_last=job["channels_last"],
                                threads=job["threads"]))
     with activated(rt):
@@ -103,6 +113,8 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
             torch.cuda.reset_peak_memory_stats()
         rss_before = _vm("VmRSS")
         model = make_model(job["name"], job["memory_efficient"]).to(rt.device, memory_format=rt.memory_format)
+        if job.get("compile"):
+            model.compile()
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
         model.train()
 
@@ -113,7 +125,12 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
             loss.backward()
             opt.step()
 
-        for _ in range(job["warmup"]):
+        started = time.perf_counter()
+        step()  # the first warm-up step: compiling, allocator, cuDNN autotune
+        if cuda:
+            torch.cuda.synchronize()
+        first_step = time.perf_counter() - started
+        for _ in range(job["warmup"] - 1):
             step()
         if cuda:
             torch.cuda.synchronize()
@@ -124,12 +141,15 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
         peak = torch.cuda.max_memory_allocated() if cuda else _vm("VmHWM") - rss_before
-    return {"images_per_s": n * job["steps"] / seconds, "peak_bytes": peak, "device": rt.describe()}
+    return {"images_per_s": n * job["steps"] / seconds, "first_step_s": first_step, "peak_bytes": peak,
+            "device": rt.describe()}
 
 
-def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """`measure` in a fresh interpreter, so each model's memory peak is its own."""
-    out = subprocess.run([sys.executable, __file__, "--job", json.dumps(job)], check=True,
+def run_job(job: dict[str, Any], tree: Path | None = None) -> dict[str, Any]:
+    """`measure` in a fresh interpreter, so each model's memory peak is its own; with `tree`,
+    that checkout's bench_train.py (and so its rksearch) runs it."""
+    script = tree / "benchmarks" / "bench_train.py" if tree else Path(__file__)
+    out = subprocess.run([sys.executable, str(script), "--job", json.dumps(job)], check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -139,12 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=3, help="timed training steps per model")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (allocator, cuDNN autotune)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first, at least 1 (compiling, allocator, cuDNN autotune)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA: fp16 if bf16 is unsupported)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--memory-efficient", choices=["off", "on", "both"], default="both",
                    help="recompute the dense concatenations in backward (ours and DenseNet alike)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: this process's CPUs)")
+    p.add_argument("--compile", choices=["off", "on", "both"], default="off",
+                   help="our models compiled with torch.compile (the DenseNet stays eager)")
+    p.add_argument("--baseline-tree", type=Path, help="also measure our models with the rksearch of this checkout")
+    p.add_argument("--models", help="only our models whose name contains this (e.g. ERKNet)")
     p.add_argument("--job", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.job:
@@ -157,23 +181,36 @@ def main(argv: list[str] | None = None) -> int:
             "steps": args.steps, "warmup": args.warmup, "threads": args.threads or trial_cpus()}
     print(f"bench_train: batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up, "
           f"amp={amp}, channels_last={args.channels_last}, threads={base['threads']}")
-    rows = []
+    compiled_modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    rows, notes = [], []
     for ours in OURS:
+        if args.models and args.models not in ours:
+            continue
         ours_cost = count(ours, k=GROWTH, dataset="cifar10")
         blocks = matched_blocks(ours_cost.flops)
         baseline = f"DenseNet-BC-k12-{blocks}x3"
         base_cost = count(densenet(blocks), IMAGE)
         print(f"{ours} (k={GROWTH}): {ours_cost}   vs   {baseline}: {base_cost}")
         for mem_eff in modes:
-            measured = {name: run_job({**base, "name": name, "memory_efficient": mem_eff})
-                        for name in (ours, baseline)}
+            jobs = {name: {**base, "name": name, "memory_efficient": mem_eff} for name in (ours, baseline)}
+            measured = {name: run_job(job) for name, job in jobs.items()}
             ref = measured[baseline]
-            for name, cost in ((ours, ours_cost), (baseline, base_cost)):
-                m = measured[name]
+            runs = [(ours, ours_cost, False, measured[ours]), (baseline, base_cost, False, ref)]
+            if True in compiled_modes:
+                runs.insert(1, (ours, ours_cost, True, run_job({**jobs[ours], "compile": True})))
+                notes.append(_compile_note(ours, mem_eff, measured[ours], runs[1][3], args.batch_size))
+            if False not in compiled_modes:
+                runs.pop(0)
+            if args.baseline_tree:
+                old = run_job(jobs[ours], args.baseline_tree)
+                notes.append(f"{ours} mem_eff={mem_eff}: {measured[ours]['images_per_s']:.2f} img/s here, "
+                             f"{old['images_per_s']:.2f} with {args.baseline_tree}: "
+                             f"{measured[ours]['images_per_s'] / old['images_per_s']:.2f}x")
+            for name, cost, compiled, m in runs:
                 gflops = cost.flops / 1e9
                 rows.append({
-                    "model": name, "mem_eff": mem_eff, "GFLOPs": gflops, "params_M": cost.params / 1e6,
-                    "img/s": m["images_per_s"],
+                    "model": name, "mem_eff": mem_eff, "compiled": compiled, "GFLOPs": gflops,
+                    "params_M": cost.params / 1e6, "img/s": m["images_per_s"], "first step s": m["first_step_s"],
                     "per FLOP vs DenseNet": (m["images_per_s"] * gflops) / (ref["images_per_s"] * base_cost.flops / 1e9),
                     "img/s vs DenseNet": m["images_per_s"] / ref["images_per_s"],
                     "peak MiB": m["peak_bytes"] / 2**20,
@@ -183,7 +220,20 @@ def main(argv: list[str] | None = None) -> int:
             device = measured[ours]["device"]
     print(f"device: {device}; memory: {'torch.cuda.max_memory_allocated' if args.device == 'cuda' else 'VmHWM growth'}")
     _print_table(rows)
+    for note in notes:
+        print(note)
     return 0
+
+
+def _compile_note(name: str, mem_eff: bool, eager: dict[str, Any], compiled: dict[str, Any], batch: int) -> str:
+    """What compiling costs once and saves per step, and when it has paid for itself."""
+    extra = compiled["first_step_s"] - eager["first_step_s"]
+    saved = batch / eager["images_per_s"] - batch / compiled["images_per_s"]
+    when = (f"pays off after {extra / saved:.0f} steps ({extra / saved * batch / 50_000:.2f} CIFAR epochs)"
+            if saved > 0 else "never pays off (no faster per step)")
+    return (f"{name} mem_eff={mem_eff}: compiled {compiled['images_per_s'] / eager['images_per_s']:.2f}x eager "
+            f"img/s; compiling costs {extra:.1f} s once (first step {compiled['first_step_s']:.1f} s vs "
+            f"{eager['first_step_s']:.1f} s); {when}")
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
