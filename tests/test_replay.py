@@ -61,7 +61,8 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
     path = root / "study.yaml"
     path.write_text(STUDY.format(epochs=EPOCHS, checkpoints=root / "runs"))
     url = f"sqlite:///{root / 'replay.db'}"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # one Ray for every study here
+    # one Ray for every study here, always a new local one (never another job's cluster on this machine)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         trials = rksearch.run_study(path, storage=url, preflight=False)
         assert len(trials) == 6 and set(trials["epochs"]) == {EPOCHS}
