@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -30,6 +31,16 @@ class _Finaliser:
 
 class _Callback:
     fatal = None
+
+
+@pytest.fixture(autouse=True)
+def _python_handles_ctrl_c() -> Iterator[None]:
+    """SIGINT as a fresh Python process has it (an earlier test in this process may have left it ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_ctrl_c_lost_in_a_finaliser_still_stops_the_study(monkeypatch: pytest.MonkeyPatch) -> None:
