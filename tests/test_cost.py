@@ -34,12 +34,21 @@ def test_table1_erknet_through_api(name: str, gflops: float, mparams: float) -> 
     assert cost.flops == 2 * cost.macs
 
 
-def test_table1_erknet_through_cli() -> None:
+def _cost_command(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """`python -m rksearch.cost ARGS` run in this process (its `main`, as the module runs it):
+    exit status, stdout, stderr.  tests/test_cli.py runs the real module once as a subprocess."""
+    try:
+        status = main(args)
+    except SystemExit as exc:  # argparse's own usage errors
+        status = exc.code
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def test_table1_erknet_through_cli(capsys: pytest.CaptureFixture[str]) -> None:
     for name, gflops, mparams in TABLE1_ERKNET:
-        out = subprocess.run(
-            [sys.executable, "-m", "rksearch.cost", name, "--growth-rate", "36", "--dataset", "cifar10", "--json"],
-            capture_output=True, text=True, check=True,
-        ).stdout
+        status, out, err = _cost_command([name, "--growth-rate", "36", "--dataset", "cifar10", "--json"], capsys)
+        assert status == 0, err
         row = json.loads(out)
         assert row["name"] == name
         assert round(row["flops"] / 1e9, 2) == gflops and round(row["params"] / 1e6, 2) == mparams
@@ -120,10 +129,10 @@ def test_cli_text_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert out[1].startswith("params") and out[2].startswith("FLOPs") and out[3].startswith("MACs")
 
 
-def test_cli_suffix_and_knobs_agree() -> None:
+def test_cli_suffix_and_knobs_agree(capsys: pytest.CaptureFixture[str]) -> None:
     def run(*args: str) -> dict:
-        out = subprocess.run([sys.executable, "-m", "rksearch.cost", *args, "--json"],
-                             capture_output=True, text=True, check=True).stdout
+        status, out, err = _cost_command([*args, "--json"], capsys)
+        assert status == 0, err
         return json.loads(out)
 
     by_suffix = run("ERKNet-3x1 3x1 3x1-AB", "--growth-rate", "12")
@@ -145,13 +154,19 @@ def test_cli_suffix_and_knobs_agree() -> None:
         (["PreActResNet-20", "--dropout", "0.2"], "unknown knob"),
     ],
 )
-def test_cli_bad_input_exits_2_with_one_line(args: list[str], fragment: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "rksearch.cost", *args], capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert proc.stdout == ""
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and fragment in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_cli_bad_input_exits_2_with_one_line(args: list[str], fragment: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = _cost_command(args, capsys)  # anything but the one line would raise here
+    assert status == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], err
+
+
+def test_bad_input_to_the_real_command_is_one_line_and_status_2() -> None:
+    proc = subprocess.run([sys.executable, "-m", "rksearch.cost", "ERKNet-6x1 6y1"], capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    [line] = proc.stderr.strip().splitlines()  # no traceback: one line
+    assert line.startswith("error:") and "unknown model name" in line
 
 
 # ---- training memory ---------------------------------------------------------------------------
