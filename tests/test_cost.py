@@ -14,7 +14,16 @@ import torch
 from specgen import random_spec
 from torch import nn
 
-from rksearch.cost import Cost, Memory, closed_form, count, human_bytes, main, trace, training_memory
+from rksearch.cost import (
+    Cost,
+    Memory,
+    closed_form,
+    count,
+    human_bytes,
+    main,
+    trace,
+    training_memory,
+)
 from rksearch.models import build, parse
 
 # docs/models.md, "Counting": paper Table 1, ERKNet on CIFAR-10, k = 36, m = 1, multiscale
