@@ -202,6 +202,9 @@ def _finish_quietly(store: Store, study_id: int, study: Study, status: str = "in
     sets the status and the compute right)."""
     try:
         store.record_compute(study_id, study.resources.cpu, study.resources.gpu)
+    except Exception as exc:  # derived from the rows: recomputed whenever the study next finishes
+        log.info("results store: compute of study %d not recorded: %s", study_id, driver_error(exc, store.engine.url))
+    try:
         store.finish_study(study_id, status)
     except Exception as exc:
         log.error("results store: cannot mark study %d %s: %s", study_id, status, driver_error(exc, store.engine.url))
