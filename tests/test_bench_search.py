@@ -76,3 +76,16 @@ def test_hypervolume(bench):
 def test_never_reaching_is_the_median_when_most_never_do(bench):
     assert bench.median_reach(pd.Series([0.3, math.nan, math.nan])) == math.inf
     assert bench.median_reach(pd.Series([0.3, 0.5, math.nan])) == 0.5
+
+
+def test_the_chosen_asha_defaults_fit_short_studies() -> None:
+    """bench_search chose grace_period 4 (reduction 3); a study training fewer epochs gets them
+    all as its grace period rather than a Ray assertion, and one that sets more is refused."""
+    from rksearch.search.loader import StudyError, loads
+
+    text = "name: s\ndata: {dataset: digits}\ntrain: {epochs: %d}\nspace: {stages: [1, 2]}\nscheduler: %s\n"
+    study, _ = loads(text % (8, "{type: asha}"), source="<s>")
+    assert (study.scheduler.grace_period, study.scheduler.reduction_factor) == (4, 3)
+    assert loads(text % (3, "{type: asha}"), source="<s>")[0].scheduler.grace_period == 3
+    with pytest.raises(StudyError, match="grace_period: 5 epochs, but trials train at most 3"):
+        loads(text % (3, "{type: asha, grace_period: 5}"), source="<s>")
