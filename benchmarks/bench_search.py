@@ -394,6 +394,7 @@ def run_slice(url: str, checkpoints: str, space: Path, recording: str, jobs: lis
         took = replay(url, checkpoints, space, recording, strategy, seed)
         print(f"{tag}[{i}/{len(jobs)}] {strategy.study_name(seed)}: {took} "
               f"(elapsed {time.monotonic() - started:.0f} s)", flush=True)
+    ray.shutdown()  # before the pool ends this process: Ray's exit handlers then have nothing to say
 
 
 def run_all(url: str, checkpoints: str, space: Path, recording: str, jobs: list[tuple[Strategy, int]],
@@ -413,10 +414,10 @@ def collect(engine: sa.Engine, rec: Recording, jobs: list[tuple[Strategy, int]])
     rows, curves = [], {}
     for strategy, seed in jobs:
         name = strategy.study_name(seed)
-        trials, epochs = load_trials(engine, name), load_epochs(engine, name)
-        if epochs.empty:
-            print(f"warning: {name} has no epochs; left out", file=sys.stderr)
+        if study_status(engine, name) != "completed":
+            print(f"warning: replay {name} is not complete; left out", file=sys.stderr)
             continue
+        trials, epochs = load_trials(engine, name), load_epochs(engine, name)
         rows.append({"strategy": strategy.label, "seed": seed, **measure(trials, epochs, rec)})
         curves.setdefault(strategy.label, []).append(curve(epochs, rec))
     return pd.DataFrame(rows), curves
@@ -430,6 +431,33 @@ def grid_rows(engine: sa.Engine, space: Path, recording: str) -> tuple[pd.DataFr
     keys = {t.key for t in planned_trials(load_study(space)[0]) if t.runnable}
     trials, epochs = load_trials(engine, recording), load_epochs(engine, recording)
     return trials[trials.trial_key.isin(keys)], epochs[epochs.trial_key.isin(keys)]
+
+
+def align_keys(engine: sa.Engine, space: Path, recording: str) -> int:
+    """Give each recorded trial the key the space file plans for its point and seed now, where the
+    two differ; how many changed.  A trial key hashes the trial's whole config, so a config field
+    added after the recording changes every key even when it changes nothing computed (b5a57d0's
+    `runtime.compile`, "off" on these CPU trials, did): without this a replay finds nothing
+    recorded.  Only the key is rewritten; the stored config stays as it was trained."""
+    import json
+
+    from rksearch.api import load_study, planned_trials
+    from rksearch.store.schema import studies, trials
+
+    def point(dims: dict, seed: int) -> str:
+        return json.dumps([dims, seed], sort_keys=True)
+
+    planned = {point(t.assignment, t.seed): t.key for t in planned_trials(load_study(space)[0]) if t.runnable}
+    query = (sa.select(trials.c.id, trials.c.trial_key, trials.c.dims, trials.c.seed)
+             .join(studies, studies.c.id == trials.c.study_id).where(studies.c.name == recording))
+    changed = 0
+    with engine.begin() as conn:
+        for row in conn.execute(query).all():
+            key = planned.get(point(row.dims, row.seed))
+            if key is not None and key != row.trial_key:
+                conn.execute(trials.update().where(trials.c.id == row.id).values(trial_key=key))
+                changed += 1
+    return changed
 
 
 def check_grid(engine: sa.Engine, rec: Recording, grid: Strategy) -> str:
@@ -453,9 +481,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--storage-path", default=DEFAULT_CHECKPOINTS, help="checkpoints and Ray logs")
     ap.add_argument("--record", action="store_true", help="record (or reuse) the grid, then stop")
     ap.add_argument("--seeds", type=int, default=10, help="searcher seeds per seeded strategy")
-    ap.add_argument("--grace", default="1,2,3", help="ASHA grace periods tried for the scheduler defaults")
+    ap.add_argument("--grace", default="1,2,4", help="ASHA grace periods tried for the scheduler defaults")
     ap.add_argument("--reduction", default="2,3", help="ASHA reduction factors tried for the scheduler defaults")
     ap.add_argument("--optuna-trials", type=int, help="trials of TPE and multi-objective (default: 2/3 of the grid)")
+    ap.add_argument("--analyse-only", action="store_true", help="run no replay: analyse the complete ones")
     ap.add_argument("--jobs", type=int, default=2, help="replay processes at once")
     ap.add_argument("--plot", type=Path, default=PLOT)
     args = ap.parse_args(argv)
@@ -466,12 +495,19 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.storage_path).mkdir(parents=True, exist_ok=True)
     if args.storage.startswith("sqlite:///"):
         Path(args.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    record(args.storage, args.storage_path, args.space, recording)
+    if not args.analyse_only:
+        record(args.storage, args.storage_path, args.space, recording)
     if args.record:
         return 0
     engine = sa.create_engine(args.storage)
+    changed = align_keys(engine, args.space, recording)
+    if changed:
+        print(f"recording: {changed} trial keys changed to what this code plans for the same points "
+              "(a config field added since the recording changed the keys; see align_keys)")
     rec = Recording.of(*grid_rows(engine, args.space, recording))
     points = len(rec.trials)
+    if points == 0:
+        raise SystemExit(f"recording {recording}: none of its completed trials is a point of {args.space}")
     print(f"recording: {points} trials, best validation accuracy {rec.best_val:.2%}, "
           f"{rec.total_seconds:.0f} s of recorded epochs, {rec.total_flops / 1e12:.2f} TFLOPs of training")
 
@@ -487,22 +523,45 @@ def main(argv: list[str] | None = None) -> int:
     todo = [job for job in jobs + sched_jobs if study_status(engine, job[0].study_name(job[1])) != "completed"]
     todo = list(dict.fromkeys(todo))  # the default ASHA is in both lists
     started = time.monotonic()
-    if todo:
+    if todo and not args.analyse_only:
         run_all(args.storage, args.storage_path, args.space, recording, todo, args.jobs)
-    print(f"replays: {len(todo)} run in {time.monotonic() - started:.0f} s, "
+    print(f"replays: {0 if args.analyse_only else len(todo)} run in {time.monotonic() - started:.0f} s, "
           f"{len(set(jobs + sched_jobs)) - len(todo)} complete before")
 
     print(check_grid(engine, rec, main_set[0]))
     runs, curves = collect(engine, rec, jobs)
     print(f"\nstrategies ({args.seeds} searcher seeds each; compute = recorded epoch seconds, grid = 1):\n")
     print(markdown(summarise(runs, rec, points)))
+    agreement = rank_agreement(grid_rows(engine, args.space, recording)[1])
+    print("\nrank correlation of each epoch's validation accuracy with the last epoch's (the recording): "
+          + ", ".join(f"{e}: {r:.2f}" for e, r in agreement.items()))
     sched_runs, _ = collect(engine, rec, sched_jobs)
     print("\nASHA + random at each (grace_period, reduction_factor):\n")
     print(markdown(summarise(sched_runs, rec, points)))
+    print(f"\nscheduler: {best_scheduler(sched_runs)} misses the grid's best least often, reaches it soonest, "
+          "and spends the least (in that order)")
     goals(runs, main_set, points)
     plot(curves, rec, args.plot)
     print(f"\nplot: {args.plot}")
     return 0
+
+
+def rank_agreement(epochs: pd.DataFrame) -> pd.Series:
+    """Per epoch, the Spearman correlation of the trials' validation accuracy then with their
+    accuracy at the last epoch: how well a rung at that epoch ranks what training to the end
+    would rank (what ASHA's grace period has to wait for)."""
+    table = epochs.pivot_table(index="trial_key", columns="epoch", values="val_acc")
+    return table.corrwith(table[table.columns.max()], method="spearman")
+
+
+def best_scheduler(runs: pd.DataFrame) -> str:
+    """The ASHA setting to default to: the fewest seeds that never reach the grid's best (a setting
+    that saves compute by pruning the best trial saves nothing), then the least median compute to
+    reach it at the table's precision, then the least compute spent in all."""
+    score = runs.groupby("strategy").agg(never=("reach", lambda r: int(r.isna().sum())),
+                                         reach=("reach", lambda r: round(median_reach(r), 2)),
+                                         spent=("spent", "median"))
+    return str(score.sort_values(["never", "reach", "spent"]).index[0])
 
 
 def goals(runs: pd.DataFrame, main_set: list[Strategy], points: int) -> None:

@@ -89,3 +89,12 @@ def test_the_chosen_asha_defaults_fit_short_studies() -> None:
     assert loads(text % (3, "{type: asha}"), source="<s>")[0].scheduler.grace_period == 3
     with pytest.raises(StudyError, match="grace_period: 5 epochs, but trials train at most 3"):
         loads(text % (3, "{type: asha, grace_period: 5}"), source="<s>")
+
+
+def test_rank_agreement(bench):
+    """Epoch 2 ranks the trials exactly as the last epoch does, epoch 1 exactly backwards."""
+    epochs = pd.DataFrame({"trial_key": list("aaabbbccc"), "epoch": [1, 2, 3] * 3,
+                           "val_acc": [0.3, 0.5, 0.9, 0.2, 0.4, 0.8, 0.1, 0.3, 0.7]})
+    epochs.loc[epochs.epoch == 1, "val_acc"] = [0.1, 0.2, 0.3]
+    agreement = bench.rank_agreement(epochs)
+    assert agreement[1] == pytest.approx(-1.0) and agreement[2] == pytest.approx(1.0) and agreement[3] == 1.0
