@@ -412,6 +412,7 @@ def test_trial_keys_hash_the_resolved_precision_device_and_determinism() -> None
     assert _key("resources.gpu=1", "runtime.amp=off") not in (gpu_auto, cpu_auto)
     # how fast or where the data is read changes nothing that is computed
     assert _key("runtime.threads=3") == cpu_auto
+    assert _key("runtime.compile=on") == _key("runtime.compile=auto") == _key("runtime.memory_efficient=true") == cpu_auto
 
 
 def test_planned_configs_carry_the_runtime_the_key_hashes() -> None:
