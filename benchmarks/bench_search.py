@@ -437,33 +437,6 @@ def grid_rows(engine: sa.Engine, space: Path, recording: str) -> tuple[pd.DataFr
     return trials[trials.trial_key.isin(keys)], epochs[epochs.trial_key.isin(keys)]
 
 
-def align_keys(engine: sa.Engine, space: Path, recording: str) -> int:
-    """Give each recorded trial the key the space file plans for its point and seed now, where the
-    two differ; how many changed.  A trial key hashes the trial's whole config, so a config field
-    added after the recording changes every key even when it changes nothing computed (b5a57d0's
-    `runtime.compile`, "off" on these CPU trials, did): without this a replay finds nothing
-    recorded.  Only the key is rewritten; the stored config stays as it was trained."""
-    import json
-
-    from rksearch.api import load_study, planned_trials
-    from rksearch.store.schema import studies, trials
-
-    def point(dims: dict, seed: int) -> str:
-        return json.dumps([dims, seed], sort_keys=True)
-
-    planned = {point(t.assignment, t.seed): t.key for t in planned_trials(load_study(space)[0]) if t.runnable}
-    query = (sa.select(trials.c.id, trials.c.trial_key, trials.c.dims, trials.c.seed)
-             .join(studies, studies.c.id == trials.c.study_id).where(studies.c.name == recording))
-    changed = 0
-    with engine.begin() as conn:
-        for row in conn.execute(query).all():
-            key = planned.get(point(row.dims, row.seed))
-            if key is not None and key != row.trial_key:
-                conn.execute(trials.update().where(trials.c.id == row.id).values(trial_key=key))
-                changed += 1
-    return changed
-
-
 def check_grid(engine: sa.Engine, rec: Recording, grid: Strategy) -> str:
     """Does the replayed grid reproduce every recorded trial's best validation accuracy exactly?"""
     replayed = load_trials(engine, grid.study_name(0)).set_index("trial_key").best_val_acc
@@ -504,10 +477,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.record:
         return 0
     engine = sa.create_engine(args.storage)
-    changed = align_keys(engine, args.space, recording)
-    if changed:
-        print(f"recording: {changed} trial keys changed to what this code plans for the same points "
-              "(a config field added since the recording changed the keys; see align_keys)")
     rec = Recording.of(*grid_rows(engine, args.space, recording))
     points = len(rec.trials)
     if points == 0:
