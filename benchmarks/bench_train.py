@@ -33,13 +33,15 @@ says after how many steps the compiled model has made up for it.
 
 `--baseline-tree PATH` measures our models (eager) once more with the rksearch of another
 checkout, e.g. ``git worktree add /tmp/before <commit>``: its own benchmarks/bench_train.py
-runs the job, so it imports its own rksearch.  A summary line gives ours/baseline images/s.
+runs the job, so it imports its own rksearch.  A summary line gives ours/baseline images/s,
+the ratio of medians over `--rounds` alternating runs of both.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -168,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", choices=["off", "on", "both"], default="off",
                    help="our models compiled with torch.compile (the DenseNet stays eager)")
     p.add_argument("--baseline-tree", type=Path, help="also measure our models with the rksearch of this checkout")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="with --baseline-tree: alternate here/baseline this many times, ratio of medians")
     p.add_argument("--models", help="only our models whose name contains this (e.g. ERKNet)")
     p.add_argument("--job", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -202,10 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             if False not in compiled_modes:
                 runs.pop(0)
             if args.baseline_tree:
-                old = run_job(jobs[ours], args.baseline_tree)
-                notes.append(f"{ours} mem_eff={mem_eff}: {measured[ours]['images_per_s']:.2f} img/s here, "
-                             f"{old['images_per_s']:.2f} with {args.baseline_tree}: "
-                             f"{measured[ours]['images_per_s'] / old['images_per_s']:.2f}x")
+                notes.append(_baseline_note(ours, mem_eff, jobs[ours], measured[ours], args.baseline_tree,
+                                            args.rounds))
             for name, cost, compiled, m in runs:
                 gflops = cost.flops / 1e9
                 rows.append({
@@ -223,6 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(note)
     return 0
+
+
+def _baseline_note(name: str, mem_eff: bool, job: dict[str, Any], first: dict[str, Any], tree: Path,
+                   rounds: int) -> str:
+    """Our model here against `tree`'s, alternating `rounds` times (here, there, here, ...) so
+    that load from other jobs falls on both; the ratio of the medians."""
+    here, there = [first["images_per_s"]], []
+    for r in range(rounds):
+        there.append(run_job(job, tree)["images_per_s"])
+        if r + 1 < rounds:
+            here.append(run_job(job)["images_per_s"])
+    ours, theirs = statistics.median(here), statistics.median(there)
+    return (f"{name} mem_eff={mem_eff}: median {ours:.2f} img/s here, {theirs:.2f} with {tree} "
+            f"({rounds} alternating rounds): {ours / theirs:.2f}x")
 
 
 def _compile_note(name: str, mem_eff: bool, eager: dict[str, Any], compiled: dict[str, Any], batch: int) -> str:

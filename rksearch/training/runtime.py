@@ -20,11 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 #: cuBLAS needs this workspace setting for deterministic matrix products
 CUBLAS_DETERMINISTIC = ":4096:8"
 #: `compile: auto` compiles CUDA trials of at least this many epochs and never CPU ones.  On the
-#: CPU the first compiled step of even a tiny RKCNN took minutes of compiling (2 cores, gcc) for
-#: a per-step gain within noise (benchmarks/README.md, bench_train --compile), so it never pays
-#: there.  On CUDA the compile costs the same order (it is CPU work) once per trial process, and
-#: an epoch of a Table-1 model is ~10^3 steps; this threshold keeps it off the short screening
-#: trials a search mostly runs, until gpu_check.sh has measured the break-even on a GPU.
+#: CPU (bench_train --compile, benchmarks/README.md) compiling took 405 s of the trial's 2 cores
+#: for ERKNet-6x1 6x1 6x1, which then trained at 0.97x eager, and 120 s for IRKNet-3x1 3x1 3x1
+#: (1.43x eager): minutes of a CPU share that co-located trials also need, for a gain that
+#: depends on the model.  On CUDA the compiling is the same CPU work, once per trial process,
+#: against ~800 steps per CIFAR epoch at batch 64; the threshold keeps it off the short
+#: screening trials a search mostly runs, until gpu_check.sh has measured it on a GPU.
 COMPILE_AUTO_MIN_EPOCHS = 10
 
 
