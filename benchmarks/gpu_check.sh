@@ -41,7 +41,8 @@ fi
 "$PY" -c 'import torch; print(f"torch {torch.__version__}, CUDA {torch.version.cuda}")'
 started=$SECONDS
 
-# a step over its share of the 8 minutes is stopped, and the check goes on with the next one
+# a step over its share of the 8 minutes (the limits add up to 470 s) is stopped, and the check
+# goes on with the next one
 step() {
     local limit=$(($1 * SLOW)) title=$2
     shift 2
@@ -56,15 +57,15 @@ if [[ $TINY == 1 ]]; then
 else
     BENCH=(--device cuda --batch-size 64 --steps 20 --warmup 3 --models ERKNet)
 fi
-step 90 "bench_train fp32, plain and memory_efficient" \
+step 75 "bench_train fp32, plain and memory_efficient" \
     "$PY" benchmarks/bench_train.py "${BENCH[@]}" --memory-efficient both
-step 60 "bench_train bf16 AMP" \
+step 45 "bench_train bf16 AMP" \
     "$PY" benchmarks/bench_train.py "${BENCH[@]}" --memory-efficient off --amp
-step 150 "bench_train bf16 AMP + channels_last, eager and compiled" \
+step 120 "bench_train bf16 AMP + channels_last, eager and compiled" \
     "$PY" benchmarks/bench_train.py "${BENCH[@]}" --memory-efficient off --amp --channels-last --compile both
 
 # ---- 2. one CIFAR-shaped epoch ----------------------------------------------------------------
-step 90 "one CIFAR-shaped epoch of ERKNet-6x1 6x1 6x1 (k=36, batch 64)" "$PY" - "$TINY" <<'EOF'
+step 60 "one CIFAR-shaped epoch of ERKNet-6x1 6x1 6x1 (k=36, batch 64)" "$PY" - "$TINY" <<'EOF'
 import sys
 
 import torch
@@ -96,7 +97,7 @@ if cuda:
 EOF
 
 # ---- 3. packed trials through the engine --------------------------------------------------------
-step 270 "trials per hour with 1, 2 and 4 trials packed on the GPU (real engine)" "$PY" - "$TINY" "$WORK" <<'EOF'
+step 170 "trials per hour with 1, 2 and 4 trials packed on the GPU (real engine)" "$PY" - "$TINY" "$WORK" <<'EOF'
 import os
 import subprocess
 import sys
