@@ -81,9 +81,9 @@ def _train(config: dict) -> tuple[float, float, float]:
     return began, time.monotonic() - started, sum(epoch["seconds"] for epoch in result.history)
 
 
-def plain(configs: list[dict], concurrency: int) -> Side:
+def plain(configs: list[dict], concurrency: int, nice: int = 0) -> Side:
     began, started = time.time(), time.monotonic()
-    with multiprocessing.get_context("spawn").Pool(concurrency) as pool:
+    with multiprocessing.get_context("spawn").Pool(concurrency, initializer=os.nice, initargs=(nice,)) as pool:
         runs = pool.map(_train, configs, chunksize=1)
     return Side(time.monotonic() - started, [seconds for _, seconds, _ in runs],
                 min(start for start, _, _ in runs) - began, [seconds - epochs for _, seconds, epochs in runs])
@@ -139,6 +139,10 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=16, help="multiple of 8 (default 16)")
     ap.add_argument("--epochs", type=int, default=4, help="epochs per trial; sets the trial length (default 4: about 10 s on CPU)")
     ap.add_argument("--concurrency", type=int, default=2, help="trials at once, both sides (default 2)")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="niceness of the plain loop's workers (default 0). Ray starts trial workers at 15 "
+                         "(RAY_worker_niceness), so on a shared machine they yield to every other process and "
+                         "the plain loop's do not: 15 gives both sides the same priority")
     ap.add_argument("--repeats", type=int, default=1,
                     help="rounds of both sides, the plain loop first in odd rounds, the study in even ones (default 1)")
     args = ap.parse_args()
@@ -150,8 +154,8 @@ def main() -> None:
           f"{args.epochs} epochs on digits, {args.concurrency} at a time, 1 thread each", flush=True)
 
     def run_plain() -> Side:
-        print(f"  plain Pool({args.concurrency}) of run_trial ({_load()})", flush=True)
-        side = plain(configs, args.concurrency)
+        print(f"  plain Pool({args.concurrency}) of run_trial, workers at niceness {args.nice} ({_load()})", flush=True)
+        side = plain(configs, args.concurrency, args.nice)
         print(f"  plain Pool({args.concurrency}) of run_trial: {side.describe()}", flush=True)
         return side
 
