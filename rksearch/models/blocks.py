@@ -16,7 +16,7 @@ from rksearch.models.layers import GrowthLayer, NormLayer, init_conv_kernel, rec
 def increments(grown: list[torch.Tensor], stages: int) -> list[torch.Tensor]:
     """The s increments h b_i z_i from the m*s grown outputs: m consecutive outputs each.
 
-    With m = 1 (every ICLR and 2022 model) they are the outputs themselves, not slices of one
+    With m = 1 (the CIFAR models of both papers) they are the outputs themselves, not slices of one
     concatenation: a channel slice of a batch is a strided view, and its gradient reached the
     convs' backward strided too, which then copied it (the official code has no such copies).
     """
