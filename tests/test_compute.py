@@ -51,27 +51,33 @@ def test_a_study_records_its_compute_from_its_rows(db_url: str, capsys: pytest.C
             callback.on_trial_result(0, [], trial, trial.last_result)
         callback.pruned = lambda trial_id: True
         callback.on_trial_complete(0, [], trial)
+    # a trial the study's interruption left with 3 epochs and no end: what it trained still counts
+    cut = FakeTrial("t2", {"key": "key2", "k": 10, "optim": {"epochs": 4}})
+    callback.on_trial_start(0, [], cut)
+    for epoch in (1, 2, 3):
+        callback.on_trial_result(0, [], cut, {**epoch_result(2, epoch), "train_images": 100})
     # a trial reused from another study cost this one nothing
     other = describe({"key": "key9", "k": 20, "optim": {"epochs": 4}})
     store.trial_started(source, other)
     store.record_epoch(source, "key9", epoch_result(9, 1))
     store.trial_finished(source, "key9", "completed", train_images=100)
     store.link_reused(study, other, store.find_completed("key9"))
-    assert set(results.load(db_url, "s", status=None)["status"]) == {"completed", "pruned"}
+    assert set(results.load(db_url, "s", status=None)["status"]) == {"completed", "pruned", "running"}
 
     spent = store.record_compute(study, cpus=1, gpus=0.5)
-    # flops per image are 1e6 x k (storeload.describe): 4 x 100 x 3 x 12e6 + 2 x 100 x 3 x 13e6
-    assert spent.epochs_trained == 6 and spent.train_flops == pytest.approx(1.44e10 + 7.8e9)
-    assert spent.cpu_hours == pytest.approx(6 * 1.5 / 3600) and spent.gpu_hours == pytest.approx(6 * 1.5 * 0.5 / 3600)
+    # flops per image are 1e6 x k (storeload.describe): 4 x 100 x 3 x 12e6 + 2 x 100 x 3 x 13e6 + 3 x 100 x 3 x 10e6
+    assert spent.epochs_trained == 9 and spent.train_flops == pytest.approx(1.44e10 + 7.8e9 + 9e9)
+    assert spent.cpu_hours == pytest.approx(9 * 1.5 / 3600) and spent.gpu_hours == pytest.approx(9 * 1.5 * 0.5 / 3600)
     assert spent.epochs_saved == 2 and spent.flops_saved == pytest.approx(2 * 100 * 3 * 13e6)
     stored = study_compute(db_url, "s")
     assert stored == {"replay_of": None, **{k: pytest.approx(v) for k, v in spent.columns().items()}}
     listed = results.studies(db_url).set_index("study").loc["s"]
-    assert listed["epochs_trained"] == 6 and listed["epochs_saved"] == 2
+    assert listed["epochs_trained"] == 9 and listed["epochs_saved"] == 2
     store.close()
     assert results.main(["show", "s", "--storage", db_url]) == 0
     assert capsys.readouterr().out.rstrip().endswith(
-        "ASHA pruning saved 2 epochs, 7.8 GFLOPs (26% of training every trial to the end)")
+        # 7.8 of (14.4 + 7.8 + 9 spent + 7.8 saved) GFLOPs
+        "ASHA pruning saved 2 epochs, 7.8 GFLOPs (20% of training every trial to the end)")
 
 
 def test_a_replay_is_marked_and_resumed_only_as_one_and_never_reused(db_url: str) -> None:

@@ -236,7 +236,7 @@ class Store:
         upsert, summary = self._epoch_statements()
         row = {name: _number(metrics.get(name)) for name in EPOCH_METRICS}
         device, node = metrics.get("device"), metrics.get("node_id")
-        best_epoch = _number(metrics.get("best_epoch"))
+        best_epoch, images = _number(metrics.get("best_epoch")), _number(metrics.get("train_images"))
         env = metrics.get("environment")
         with self.engine.begin() as conn:
             trial_id = self._trial_id(conn, study_id, trial_key)
@@ -249,6 +249,7 @@ class Store:
                 "reported_test_final": _number(metrics.get("test_acc_final")),
                 "reported_device": None if device is None else str(device)[:100],
                 "reported_node": None if node is None else str(node)[:200],
+                "reported_images": None if images is None else int(images),
             })  # fmt: skip
             if isinstance(env, dict):  # the first report of each run of the trial: its worker's environment
                 self._record_environment(conn, trial_id, env)
@@ -291,6 +292,10 @@ class Store:
                     test_acc_final=sa.func.coalesce(sa.bindparam("reported_test_final", type_=sa.Float),
                                                     trials.c.test_acc_final),
                     device=sa.func.coalesce(sa.bindparam("reported_device", type_=sa.String), trials.c.device),
+                    # with every epoch, not only at the end: a trial interrupted or abandoned before
+                    # its end still has the images its trained epochs cost (`store.compute`)
+                    train_images=sa.func.coalesce(sa.bindparam("reported_images", type_=sa.Integer),
+                                                  trials.c.train_images),
                     # the Ray node of the latest epoch: after a failover, the node that finished it
                     node=sa.func.coalesce(sa.bindparam("reported_node", type_=sa.String), trials.c.node),
                 )
