@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from rksearch.cli import STORAGE_ENV
 from rksearch.errors import RksearchError
 from rksearch.search.loader import StudyError, load
+from rksearch.store.urls import redact
 from rksearch.training.failures import last_line
 
 if TYPE_CHECKING:
@@ -82,7 +83,9 @@ def resume_command(argv: Sequence[str]) -> str:
         words.append(args.study)
     for override in args.overrides:
         words += ["--set", override]
-    for flag, value in (("--storage", args.storage), ("--storage-path", args.storage_path),
+    # a password is never printed: libpq takes it from PGPASSWORD or ~/.pgpass (`storage_hint`)
+    storage = None if args.storage is None else redact(args.storage, connectable=True)
+    for flag, value in (("--storage", storage), ("--storage-path", args.storage_path),
                         ("--address", args.address), ("--replay", args.replay)):
         if value is not None:
             words += [flag, value]
@@ -145,14 +148,15 @@ def _run(study: Study, text: str, args: argparse.Namespace, argv: list[str]) -> 
     every way out but a refused preflight names the command that continues it."""
     from rksearch.api import execute
     from rksearch.search.preflight import PreflightError
+    from rksearch.search.replay import NoRecording
 
-    hint = f"continue with  {resume_command(argv)}"
+    hint = f"continue with  {resume_command(argv)}{_password_note(args.storage)}"
     try:
         run, url = execute(study, text, storage=args.storage, storage_path=args.storage_path, address=args.address,
                            resume=args.resume, retry_failed=args.retry_failed, preflight=not args.no_preflight,
                            replay=args.replay)
         return _summarise(run, study, url, hint)
-    except PreflightError as exc:  # the cluster was refused before the study began: nothing to continue
+    except (PreflightError, NoRecording) as exc:  # refused before the study began: nothing to continue
         return _refused(exc)
     except RksearchError as exc:  # the database (or the data, a model) refused
         return _refused(exc, hint)
@@ -162,11 +166,17 @@ def _run(study: Study, text: str, args: argparse.Namespace, argv: list[str]) -> 
         return _crashed(exc, hint)
 
 
+def _password_note(storage: str | None) -> str:
+    """What the resume command lacks when --storage held a password (it is never printed)."""
+    if storage is None or redact(storage, connectable=True) == redact(storage):
+        return ""
+    return "  (the --storage password is left out: give it in PGPASSWORD or ~/.pgpass)"
+
+
 def _summarise(run: StudyRun, study: Study, url: str, hint: str) -> int:
     """The end-of-study report and counts; the exit status the run earned (0, 1 or 130)."""
     from rksearch.analysis.report import study_summary
     from rksearch.store import StoreError
-    from rksearch.store.urls import redact
 
     print()
     try:

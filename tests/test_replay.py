@@ -14,9 +14,9 @@ import ray
 import sqlalchemy as sa
 
 import rksearch
-from rksearch import results
-from rksearch.search.replay import NOT_RECORDED
-from rksearch.store import StoreError, db
+from rksearch import results, run
+from rksearch.search.replay import NOT_RECORDED, NoRecording
+from rksearch.store import db
 from rksearch.store.schema import studies as studies_table
 from rksearch.store.schema import trials as trials_table
 
@@ -78,7 +78,8 @@ def _study_row(url: str, name: str) -> pd.Series:
 
 def test_a_replayed_grid_reproduces_every_recorded_trial_and_skips_what_the_recording_lacks(
         recorded: Recorded) -> None:
-    replayed = recorded.replay("grid", "space.growth=[4, 6, 8]")
+    # reuse would link the recorded trials themselves (same keys, same code): a replay ignores it
+    replayed = recorded.replay("grid", "space.growth=[4, 6, 8]", "reuse=any")
     lacking = replayed[replayed["growth"] == 8]
     assert len(lacking) == 3 and set(lacking["status"]) == {"skipped"} and set(lacking["error"]) == {NOT_RECORDED}
     assert set(replayed.loc[replayed["growth"] != 8, "status"]) == {"completed"}
@@ -132,12 +133,16 @@ def test_optuna_and_random_replays_follow_the_recording_and_a_fixed_seed_repeats
         recorded.same_as_recorded(replayed)
 
 
-def test_a_replay_names_another_recorded_study(recorded: Recorded) -> None:
-    with pytest.raises(StoreError, match="no study named 'nothing'"):
+def test_a_replay_names_another_recorded_study(recorded: Recorded, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(NoRecording, match="no study named 'nothing'"):
         rksearch.run_study(recorded.path, ["name=x"], storage=recorded.url, preflight=False, replay="nothing")
-    with pytest.raises(StoreError, match="cannot replay itself"):
+    with pytest.raises(NoRecording, match="cannot replay itself"):
         rksearch.run_study(recorded.path, storage=recorded.url, preflight=False, replay="rec")
     assert "x" not in set(results.studies(recorded.url)["study"])  # refused before the study began
+    # so the command line names no command to continue it: there is nothing to continue
+    assert run.main([str(recorded.path), "--set", "name=x", "--storage", recorded.url, "--replay", "nothing"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --replay nothing: no study named") and "continue with" not in line
 
 
 def test_an_interrupted_replay_is_continued_as_a_replay() -> None:

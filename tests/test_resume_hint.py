@@ -36,6 +36,13 @@ def test_resume_command_is_the_whole_command_shell_quoted() -> None:
     assert _parsed(words[3:]) == {**_parsed(argv), "resume": True}  # every option kept, in order
 
 
+def test_resume_command_never_prints_a_database_password() -> None:
+    argv = ["s.yaml", "--storage", "postgresql+psycopg://bob:s3cret@db.example:5432/rk"]
+    hint = resume_command(argv)
+    assert "s3cret" not in hint and "***" not in hint  # left out, not masked: the command still connects
+    assert "postgresql+psycopg://bob@db.example:5432/rk" in shlex.split(hint)
+
+
 def test_resume_command_adds_resume_once_and_drops_dry_run() -> None:
     for argv in (["s.yaml", "--resume"], ["s.yaml", "--res", "--dry-run"], ["--resume", "s.yaml", "--resume"]):
         words = shlex.split(resume_command(argv))

@@ -40,6 +40,7 @@ from rksearch.search import progress, tracking
 from rksearch.search.interrupts import Interrupt
 from rksearch.search.planner import Node, PlannedTrial, Planner
 from rksearch.search.replay import (
+    NoRecording,
     Recording,
     ReplayPlanner,
     load_recording,
@@ -132,6 +133,8 @@ def run_study(study: Study, study_text: str, *, storage_url: str, storage_path: 
     study_id = None
     try:
         recording = _recording(store, study, replay)
+        if recording is not None:  # every point comes from the recording: one linked from another
+            study = study.model_copy(update={"reuse": False})  # study would be copied, not replayed
         if own_ray:
             _start_ray(address, root)
         # priced against the largest node's memory: a trial that cannot fit anywhere is skipped
@@ -191,7 +194,7 @@ def _recording(store: Store, study: Study, replay: str | None) -> Recording | No
     if replay is None:
         return None
     if replay == study.name:
-        raise StoreError(f"--replay {replay}: a study cannot replay itself; give the replay its own name "
+        raise NoRecording(f"--replay {replay}: a study cannot replay itself; give the replay its own name "
                          f"(--set name=...)")  # fmt: skip
     return load_recording(store.engine, replay)
 
@@ -203,7 +206,8 @@ def _finish_quietly(store: Store, study_id: int, study: Study, status: str = "in
     try:
         store.record_compute(study_id, study.resources.cpu, study.resources.gpu)
     except Exception as exc:  # derived from the rows: recomputed whenever the study next finishes
-        log.info("results store: compute of study %d not recorded: %s", study_id, driver_error(exc, store.engine.url))
+        log.warning("results store: compute of study %d not recorded: %s", study_id,
+                    driver_error(exc, store.engine.url))
     try:
         store.finish_study(study_id, status)
     except Exception as exc:

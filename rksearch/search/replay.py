@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray import tune
 
+from rksearch.errors import RksearchError
 from rksearch.search.planner import Node, PlannedTrial, Planner
 from rksearch.search.schema import Study
 from rksearch.training.status import TrialStatus
@@ -85,14 +86,19 @@ def reports(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+class NoRecording(RksearchError, LookupError):
+    """``--replay`` names no study this replay can read (none of that name, or the replay
+    itself): refused before the replay's own study begins, so there is nothing to continue
+    and the command line prints no resume command."""
+
+
 def load_recording(engine: Engine, study: str) -> Recording:
     """Study `study`'s completed trials in the database of `engine`, read in one query;
-    StoreError when no study of that name is there.  (The store is imported here, not at the
+    NoRecording when no study of that name is there.  (The store is imported here, not at the
     top: workers import this module for `replay_planned` and never touch the database.)"""
     import sqlalchemy as sa
 
     from rksearch.store import db
-    from rksearch.store.db import StoreError
     from rksearch.store.schema import epochs, studies, trials
     from rksearch.store.urls import redact
 
@@ -107,7 +113,7 @@ def load_recording(engine: Engine, study: str) -> Recording:
     with db.reading(engine) as conn:
         rows = conn.execute(query).mappings().all()
         if not rows and conn.execute(sa.select(studies.c.id).where(studies.c.name == study)).first() is None:
-            raise StoreError(f"--replay {study}: no study named {study!r} in {redact(engine.url)}")
+            raise NoRecording(f"--replay {study}: no study named {study!r} in {redact(engine.url)}")
     grouped: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         grouped.setdefault(row["trial_key"], []).append(dict(row))
@@ -151,4 +157,4 @@ def replay_planned(config: dict[str, Any], study_json: str, recording: dict[str,
         tune.report({**report, **extra})
 
 
-__all__ = ["NOT_RECORDED", "Recording", "ReplayPlanner", "load_recording", "replay_planned", "reports"]
+__all__ = ["NOT_RECORDED", "NoRecording", "Recording", "ReplayPlanner", "load_recording", "replay_planned", "reports"]
