@@ -15,8 +15,10 @@ import sqlalchemy as sa
 
 import rksearch
 from rksearch import results, run
+from rksearch.api import load_study, planned_trials
 from rksearch.search.replay import NOT_RECORDED, NoRecording
 from rksearch.store import db
+from rksearch.store.schema import epochs as epochs_table
 from rksearch.store.schema import studies as studies_table
 from rksearch.store.schema import trials as trials_table
 
@@ -143,6 +145,34 @@ def test_a_replay_names_another_recorded_study(recorded: Recorded, capsys: pytes
     assert run.main([str(recorded.path), "--set", "name=x", "--storage", recorded.url, "--replay", "nothing"]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: --replay nothing: no study named") and "continue with" not in line
+
+
+def test_a_study_recorded_on_a_gpu_replays_on_a_machine_without_one(recorded: Recorded) -> None:
+    """The recording copied as a GPU study would have recorded it (the keys a study with
+    ``resources.gpu: 1`` plans: CUDA, bf16); this Ray has no GPU, and the replay, preflight
+    included, neither refuses nor waits for one: a replayed trial reserves one CPU."""
+    gpu_keys = {(str(t.assignment), t.seed): t.key
+                for t in planned_trials(load_study(recorded.path, ["resources.gpu=1"])[0])}
+    engine = db.create_engine(recorded.url)
+    with engine.begin() as conn:
+        [source] = conn.execute(sa.select(studies_table).where(studies_table.c.name == "rec")).mappings().all()
+        target = conn.execute(studies_table.insert().values(
+            {**source, "id": None, "name": "rec-gpu"})).inserted_primary_key[0]
+        for row in conn.execute(sa.select(trials_table).where(trials_table.c.study_id == source["id"])).mappings():
+            key = gpu_keys[(str(row["dims"]), row["seed"])]
+            copied = conn.execute(trials_table.insert().values(
+                {**row, "id": None, "study_id": target, "trial_key": key})).inserted_primary_key[0]
+            for epoch in conn.execute(sa.select(epochs_table).where(epochs_table.c.trial_id == row["id"])).mappings():
+                conn.execute(epochs_table.insert().values({**epoch, "id": None, "trial_id": copied}))
+    engine.dispose()
+    assert set(gpu_keys.values()).isdisjoint(recorded.trials.index)  # another device: other keys
+
+    rksearch.run_study(recorded.path, ["name=on-cpu", "resources.gpu=1"], storage=recorded.url, replay="rec-gpu")
+    replayed = results.load(recorded.url, "on-cpu", status=None)
+    assert set(replayed["status"]) == {"completed"} and len(replayed) == len(recorded.trials)
+    by_point = recorded.trials.set_index(["stages", "growth"])["best_val_acc"]
+    assert replayed.set_index(["stages", "growth"])["best_val_acc"].sort_index().equals(by_point.sort_index())
+    assert _study_row(recorded.url, "on-cpu")["gpu_hours"] > 0  # the recorded study's reservation, simulated
 
 
 def test_an_interrupted_replay_is_continued_as_a_replay() -> None:

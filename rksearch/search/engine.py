@@ -137,14 +137,15 @@ def run_study(study: Study, study_text: str, *, storage_url: str, storage_path: 
             study = study.model_copy(update={"reuse": False})  # study would be copied, not replayed
         if own_ray:
             _start_ray(address, root)
-        # priced against the largest node's memory: a trial that cannot fit anywhere is skipped
-        node = Node.largest_ray_node(ray.nodes())
-        planner = Planner(study, node=node) if recording is None else ReplayPlanner(study, recording, node=node)
+        # priced against the largest node's memory: a trial that cannot fit anywhere is skipped (a
+        # replay's trials were priced on the machine that recorded them, and train nothing here)
+        planner = (Planner(study, node=Node.largest_ray_node(ray.nodes())) if recording is None
+                   else ReplayPlanner(study, recording))
         if preflight:
             from rksearch.search.preflight import raise_for_problems, run_preflight
 
             raise_for_problems(run_preflight(
-                resources_per_trial=_ray_resources(study),
+                resources_per_trial=_ray_resources(study, replaying=recording is not None),
                 checkpoint_path=str(root), storage_url=storage_url, open_db=open_store))
         study_id = store.begin_study(study.name, study_text, resume=resume, replay_of=replay)
         journal = Journal.beside(root)
@@ -344,6 +345,8 @@ def _execute(study: Study, planner: Planner, store: Store, storage_url: str, stu
         trainable = tune.with_parameters(train_planned, study_json=study_json)
     else:  # the recording goes to Ray's object store once, not with every trial
         trainable = tune.with_parameters(replay_planned, study_json=study_json, recording=recording.trials)
+    reserved = _ray_resources(study, replaying=recording is not None)
+    trainable = tune.with_resources(trainable, {name.lower(): amount for name, amount in reserved.items()})
     interrupt = Interrupt()
     tuner = _tuner(study, study_json, trainable, plan, root, scheduler, recorder, view, interrupt)
     interrupted = _fit(tuner, recorder, interrupt)
@@ -404,12 +407,11 @@ def _scheduler(study: Study) -> RecordingASHA | None:
 
 def _tuner(study: Study, study_json: str, trainable: Any, plan: _Plan, root: Path, scheduler: RecordingASHA | None,
            recorder: StoreCallback, view: progress.ProgressView, interrupt: Interrupt) -> tune.Tuner:
-    """The Tuner for `plan`: `trainable` with each trial's resources, our callbacks and stopper,
+    """The Tuner for `plan`: `trainable` (with each trial's resources), our callbacks and stopper,
     retries from the last checkpoint, and the checkpoints worth keeping."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables, our view only
-    resources = {name.lower(): amount for name, amount in _ray_resources(study).items()}
     return tune.Tuner(
-        tune.with_resources(trainable, resources),
+        trainable,
         param_space=plan.param_space,
         tune_config=tune.TuneConfig(
             search_alg=plan.searcher, scheduler=scheduler, num_samples=plan.num_samples,
@@ -491,8 +493,15 @@ def _latest_checkpoints(root: Path, resumed: list[PlannedTrial]) -> tuple[dict[s
     return left, notes
 
 
-def _ray_resources(study: Study) -> dict[str, float]:
+#: what a replayed trial reserves, whatever its recorded trial did: it only reports numbers, so a
+#: study recorded on GPUs replays on a machine without one (its keys and compute keep `resources`)
+REPLAY_RESOURCES = {"CPU": 1.0}
+
+
+def _ray_resources(study: Study, replaying: bool = False) -> dict[str, float]:
     """What one trial reserves in Ray: CPUs, GPUs, and memory when `resources.memory` says."""
+    if replaying:
+        return dict(REPLAY_RESOURCES)
     reserved = {"CPU": study.resources.cpu, "GPU": study.resources.gpu}
     if study.resources.memory is not None:
         reserved["memory"] = study.resources.memory

@@ -29,7 +29,7 @@ import ray
 from ray import tune
 
 from rksearch.errors import RksearchError
-from rksearch.search.planner import Node, PlannedTrial, Planner
+from rksearch.search.planner import PlannedTrial, Planner
 from rksearch.search.schema import Study
 from rksearch.training.status import TrialStatus
 
@@ -125,8 +125,8 @@ class ReplayPlanner(Planner):
     problem `NOT_RECORDED`: grid and random plans and Optuna's draws all skip it, recorded
     with that reason, as they skip an over-budget one."""
 
-    def __init__(self, study: Study, recording: Recording, node: Node | None = None) -> None:
-        super().__init__(study, node=node)
+    def __init__(self, study: Study, recording: Recording) -> None:
+        super().__init__(study)  # no node: the recording's machine priced (and fitted) its trials
         self.recording = recording
 
     def resolve(self, assignment: dict[str, Any], seed: int) -> PlannedTrial:
