@@ -147,6 +147,14 @@ def test_a_replay_names_another_recorded_study(recorded: Recorded, capsys: pytes
     assert line.startswith("error: --replay nothing: no study named") and "continue with" not in line
 
 
+def test_a_replay_that_finds_nothing_recorded_says_why_it_may_be(recorded: Recorded,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    replayed = recorded.replay("other-epochs", "train.epochs=3")  # the epochs are in every key
+    assert set(replayed["error"]) == {NOT_RECORDED} and len(replayed) == len(recorded.trials)
+    assert "warning: none of the 6 points this study asked for is in the recording 'rec', which holds 6 " \
+           "completed trials under other keys" in capsys.readouterr().out
+
+
 def test_a_study_recorded_on_a_gpu_replays_on_a_machine_without_one(recorded: Recorded) -> None:
     """The recording copied as a GPU study would have recorded it (the keys a study with
     ``resources.gpu: 1`` plans: CUDA, bf16); this Ray has no GPU, and the replay, preflight

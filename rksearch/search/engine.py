@@ -155,6 +155,8 @@ def run_study(study: Study, study_text: str, *, storage_url: str, storage_path: 
         run.seconds = time.monotonic() - started
         run.tensorboard = str(root) if study.tracking.tensorboard else None
         run.replay_of = replay
+        if isinstance(planner, ReplayPlanner) and planner.mismatch():
+            print(f"[{study.name}] warning: {planner.mismatch()}", file=stream or sys.stdout, flush=True)
         try:
             _replay(store, journal)
             run.problems = list(store.missing_results(study_id, expected).values())

@@ -128,12 +128,30 @@ class ReplayPlanner(Planner):
     def __init__(self, study: Study, recording: Recording) -> None:
         super().__init__(study)  # no node: the recording's machine priced (and fitted) its trials
         self.recording = recording
+        #: keys of the runnable points resolved so far, found in the recording or not
+        self.found: set[str] = set()
+        self.missing: set[str] = set()
 
     def resolve(self, assignment: dict[str, Any], seed: int) -> PlannedTrial:
         trial = super().resolve(assignment, seed)
-        if trial.runnable and not self.recording.covers(trial):
-            return dataclasses.replace(trial, problem=NOT_RECORDED)
-        return trial
+        if not trial.runnable:
+            return trial
+        if self.recording.covers(trial):
+            self.found.add(trial.key)
+            return trial
+        self.missing.add(trial.key)
+        return dataclasses.replace(trial, problem=NOT_RECORDED)
+
+    def mismatch(self) -> str | None:
+        """A warning when no point this replay asked for was recorded although the recording
+        holds trials: every key differs, which is another study file, runtime or key scheme,
+        not a sparse recording."""
+        if self.found or not self.missing or not self.recording.trials:
+            return None
+        return (f"none of the {len(self.missing)} points this study asked for is in the recording "
+                f"{self.recording.study!r}, which holds {len(self.recording.trials)} completed trials under "
+                f"other keys: was it recorded from another study file (recipe, data, epochs), runtime "
+                f"(device, precision) or rksearch version?")
 
 
 @lru_cache(maxsize=4)
