@@ -22,7 +22,7 @@ TINY = {"name": "ERKNet-1x1 1x1 1x1", "knobs": {"k": 4}}
 SYNTHETIC = {"dataset": "synthetic", "image_size": 16, "train_size": 96, "val_size": 32, "batch_size": 16}
 CPU = {"device": "cpu", "threads": 1}
 REPORT_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s",
-               "best_val_acc", "best_epoch", "trial_status", "device"}
+               "best_val_acc", "best_epoch", "trial_status", "device", "train_images"}
 #: only the last report of a completed trial carries the test set's numbers
 TEST_KEYS = {"test_acc", "test_acc_final"}
 
@@ -44,6 +44,8 @@ def test_two_digits_epochs_beat_chance_clearly() -> None:
     assert [r["epoch"] for r in reports] == [1, 2]
     assert set(reports[0]) == REPORT_KEYS and set(reports[1]) == REPORT_KEYS | TEST_KEYS
     assert [r["trial_status"] for r in reports] == ["running", "completed"]
+    # what an epoch trained on (the study's compute counts it): digits' 1797 less its test set and the holdout
+    assert reports[0]["train_images"] == reports[1]["train_images"] < 1797 * 0.8
     assert result.final["val_acc"] > 0.3
     assert result.best_val_acc == max(r["val_acc"] for r in reports)
     assert result.params == sum(p.numel() for p in build("ERKNet-1x1 1x1 1x1", k=12, dataset="digits").parameters())
