@@ -151,6 +151,10 @@ def _run(study: Study, text: str, args: argparse.Namespace, argv: list[str]) -> 
     from rksearch.search.replay import NoRecording
 
     hint = f"continue with  {resume_command(argv)}{_password_note(args.storage)}"
+    if not args.verbose:  # Optuna's "A new study created in RDB ..." would interleave with our view
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         run, url = execute(study, text, storage=args.storage, storage_path=args.storage_path, address=args.address,
                            resume=args.resume, retry_failed=args.retry_failed, preflight=not args.no_preflight,
