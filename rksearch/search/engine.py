@@ -38,7 +38,7 @@ from ray import tune
 
 from rksearch.search import progress, tracking
 from rksearch.search.interrupts import Interrupt
-from rksearch.search.planner import Node, PlannedTrial, Planner
+from rksearch.search.planner import Node, PlannedTrial, Planner, planned_trial
 from rksearch.search.replay import (
     NoRecording,
     Recording,
@@ -49,7 +49,7 @@ from rksearch.search.replay import (
 from rksearch.search.schedulers import RecordingASHA, StopStudy
 from rksearch.search.schema import Choice, IntRange, Study
 from rksearch.search.searcher import PlannedSearcher, optuna_mirror, optuna_searcher
-from rksearch.search.trainable import planned_trial, train_planned
+from rksearch.search.trainable import train_planned
 from rksearch.store import Store, StoreCallback, StoreError, TrialInfo, open_store
 from rksearch.store.callback import storage_full
 from rksearch.store.db import driver_error
@@ -155,8 +155,8 @@ def run_study(study: Study, study_text: str, *, storage_url: str, storage_path: 
         run.seconds = time.monotonic() - started
         run.tensorboard = str(root) if study.tracking.tensorboard else None
         run.replay_of = replay
-        if isinstance(planner, ReplayPlanner) and planner.mismatch():
-            print(f"[{study.name}] warning: {planner.mismatch()}", file=stream or sys.stdout, flush=True)
+        if isinstance(planner, ReplayPlanner) and (mismatch := planner.mismatch()):
+            print(f"[{study.name}] warning: {mismatch}", file=stream or sys.stdout, flush=True)
         try:
             _replay(store, journal)
             run.problems = list(store.missing_results(study_id, expected).values())

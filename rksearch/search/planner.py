@@ -22,14 +22,21 @@ import math
 import os
 import random
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import torch
 
 from rksearch.models import ArchSpec, ModelSpec, SpecError, find_family
 from rksearch.models import cost as costs
-from rksearch.search.schema import PER_PERIOD_FIELDS, TRAIN_FIELDS, Choice, Continuous, IntRange, Study
+from rksearch.search.schema import (
+    PER_PERIOD_FIELDS,
+    TRAIN_FIELDS,
+    Choice,
+    Continuous,
+    IntRange,
+    Study,
+)
 from rksearch.training.config import TrialConfig
 from rksearch.training.data import CLASSES, stem_for
 from rksearch.training.runtime import planned as planned_runtime
@@ -346,6 +353,20 @@ def _identity(config: dict[str, Any]) -> dict[str, Any]:
 
 def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+@lru_cache(maxsize=4)
+def planner_for(study_json: str) -> Planner:
+    """The study's planner, built once per process: Tune hands every trial of a study (and the
+    driver's callbacks every config) the same JSON, and a worker imports only this module's
+    dependencies for it, whichever trainable it runs (`trainable`, `replay`)."""
+    return Planner(Study.model_validate_json(study_json))
+
+
+def planned_trial(study_json: str, config: dict[str, Any]) -> PlannedTrial:
+    """The trial a Tune config names: its ``config["trial"]`` resolved by the study's planner."""
+    spec = config["trial"]
+    return planner_for(study_json).resolve(spec["assignment"], spec["seed"])
 
 
 def _first_line(exc: Exception) -> str:

@@ -22,14 +22,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import ray
 from ray import tune
 
 from rksearch.errors import RksearchError
-from rksearch.search.planner import PlannedTrial, Planner
+from rksearch.search.planner import PlannedTrial, Planner, planned_trial
 from rksearch.search.schema import Study
 from rksearch.training.status import TrialStatus
 
@@ -154,20 +153,11 @@ class ReplayPlanner(Planner):
                 f"(device, precision) or rksearch version?")
 
 
-@lru_cache(maxsize=4)
-def _planner(study_json: str) -> Planner:
-    """The study's planner, built once per worker process.  Not `trainable.planner_for`: that
-    module imports the training loop, seconds of every replay worker's start (measured: 12.7 s
-    against 8.1 s to import this module on the shared 2 cores) for nothing a replay runs."""
-    return Planner(Study.model_validate_json(study_json))
-
-
 def replay_planned(config: dict[str, Any], study_json: str, recording: dict[str, list[dict[str, Any]]]) -> None:
     """Tune trainable: report the recorded epochs of the trial `config["trial"]` names, as
     `trainable.train_planned` reported them when it trained (one `tune.report` per epoch, the
     same extra fields), without training, reading data or writing checkpoints."""
-    spec = config["trial"]
-    trial = _planner(study_json).resolve(spec["assignment"], spec["seed"])
+    trial = planned_trial(study_json, config)
     c = trial.cost
     extra = {"trial_key": trial.key, "model_name": trial.model_name, "params": c and c.params,
              "flops": c and c.flops, "node_id": ray.get_runtime_context().get_node_id()}

@@ -9,32 +9,18 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 
-from rksearch.search.planner import PlannedTrial, Planner
-from rksearch.search.schema import Study
+from rksearch.search.planner import planned_trial
 from rksearch.training.checkpoint import first_loadable
 from rksearch.training.environment import trial_environment
 from rksearch.training.loop import run_trial
 
 log = logging.getLogger(__name__)
-
-
-@lru_cache(maxsize=4)
-def planner_for(study_json: str) -> Planner:
-    """The study's planner, built once per process (Tune hands every trial the same JSON)."""
-    return Planner(Study.model_validate_json(study_json))
-
-
-def planned_trial(study_json: str, config: dict[str, Any]) -> PlannedTrial:
-    """The trial a Tune config names: its ``config["trial"]`` resolved by the study's planner."""
-    spec = config["trial"]
-    return planner_for(study_json).resolve(spec["assignment"], spec["seed"])
 
 
 def train_planned(config: dict[str, Any], study_json: str) -> None:
