@@ -59,8 +59,8 @@ def test_a_study_records_its_compute_from_its_rows(db_url: str, capsys: pytest.C
     # a trial reused from another study cost this one nothing
     other = describe({"key": "key9", "k": 20, "optim": {"epochs": 4}})
     store.trial_started(source, other)
-    store.record_epoch(source, "key9", epoch_result(9, 1))
-    store.trial_finished(source, "key9", "completed", train_images=100)
+    store.record_epoch(source, "key9", {**epoch_result(9, 1), "train_images": 100})
+    store.trial_finished(source, "key9", "completed")
     store.link_reused(study, other, store.find_completed("key9"))
     assert set(results.load(db_url, "s", status=None)["status"]) == {"completed", "pruned", "running"}
 

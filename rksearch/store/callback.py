@@ -190,9 +190,7 @@ class StoreCallback(tune.Callback):
         wall = time.monotonic() - started
         key = self._info(trial).trial_key
         self.ended[key] = status
-        images = (trial.last_result or {}).get("train_images")  # the worker's, for the compute
-        self._write("trial end", "trial_finished", self.study_id, key, status, error, wall, failure,
-                    None if images is None else int(images))
+        self._write("trial end", "trial_finished", self.study_id, key, status, error, wall, failure)
         if self.mirror is not None:
             self._unmirrored.append(key)
             self._sync_mirror()

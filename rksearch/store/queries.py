@@ -9,6 +9,7 @@ nothing here imports Ray or Optuna, so results are read a year later with only t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 
 import pandas as pd
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from rksearch.store import db
+from rksearch.store.compute import Compute
 from rksearch.store.db import StoreError
 from rksearch.store.schema import epochs, trials
 from rksearch.store.schema import studies as studies_table
@@ -151,7 +153,7 @@ def load_epochs(url: str = DEFAULT_URL, study: str | None = None) -> pd.DataFram
 
 
 #: a study's compute columns (revision 0006, `store.compute`), as `studies` and `study_compute` name them
-COMPUTE_COLUMNS = ("epochs_trained", "train_flops", "cpu_hours", "gpu_hours", "epochs_saved", "flops_saved")
+COMPUTE_COLUMNS = tuple(f.name for f in dataclasses.fields(Compute))
 
 
 def studies(url: str = DEFAULT_URL) -> pd.DataFrame:

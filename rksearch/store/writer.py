@@ -313,10 +313,8 @@ class Store:
 
     def trial_finished(self, study_id: int, trial_key: str, status: str, error: str | None = None,
                        wall_seconds: float | None = None, failure: str | None = None,
-                       train_images: int | None = None, at: datetime | None = None) -> None:  # fmt: skip
-        """The trial's end; a failed one carries its error text and its `failures` category.
-        `train_images`: the images per epoch its worker trained on (its last report's), kept
-        for the study's compute (`record_compute`); None leaves what is stored."""
+                       at: datetime | None = None) -> None:  # fmt: skip
+        """The trial's end; a failed one carries its error text and its `failures` category."""
         if status not in TRIAL_END_STATUSES:
             raise ValueError(f"trial status must be one of {', '.join(TRIAL_END_STATUSES)}, not {status!r}")
         if failure is not None and failure not in failures.CATEGORIES:
@@ -325,9 +323,7 @@ class Store:
             trial_id = self._trial_id(conn, study_id, trial_key)
             conn.execute(trials.update().where(trials.c.id == trial_id).values(
                 status=status, error=error, failure=failure if status == TrialStatus.FAILED else None,
-                wall_seconds=_number(wall_seconds), finished_at=at or _now(),
-                train_images=sa.func.coalesce(None if train_images is None else int(train_images),
-                                              trials.c.train_images),
+                wall_seconds=_number(wall_seconds), finished_at=at or _now()
             ))  # fmt: skip
 
     # ------------------------------------------------------------------ the journal
