@@ -47,7 +47,7 @@ from rksearch.search.replay import (
     replay_planned,
 )
 from rksearch.search.schedulers import RecordingASHA, StopStudy
-from rksearch.search.schema import Choice, IntRange, Study
+from rksearch.search.schema import Study
 from rksearch.search.searcher import PlannedSearcher, optuna_mirror, optuna_searcher
 from rksearch.search.trainable import train_planned
 from rksearch.store import Store, StoreCallback, StoreError, TrialInfo, open_store
@@ -403,7 +403,7 @@ def _scheduler(study: Study) -> RecordingASHA | None:
     if study.scheduler.type != "asha":
         return None
     return RecordingASHA(time_attr="training_iteration", metric=study.search.metric, mode=study.search.mode,
-                         max_t=_max_epochs(study), grace_period=study.scheduler.grace_period,
+                         max_t=study.max_epochs, grace_period=study.scheduler.grace_period,
                          reduction_factor=study.scheduler.reduction_factor)
 
 
@@ -508,13 +508,6 @@ def _ray_resources(study: Study, replaying: bool = False) -> dict[str, float]:
     if study.resources.memory is not None:
         reserved["memory"] = study.resources.memory
     return reserved
-
-
-def _max_epochs(study: Study) -> int:
-    domain = study.space.get("epochs")
-    if domain is None:
-        return study.train.epochs
-    return int(max(domain.values if isinstance(domain, (Choice, IntRange)) else domain.bounds))
 
 
 def _absolute_paths(study: Study) -> Study:

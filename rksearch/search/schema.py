@@ -138,7 +138,7 @@ def _domain_kind(value: Any) -> str:
 
 
 Domain = Annotated[
-    Union[Annotated[Choice, Tag("values")], Annotated[IntRange, Tag("range")], Annotated[Continuous, Tag("interval")]],
+    Annotated[Choice, Tag("values")] | Annotated[IntRange, Tag("range")] | Annotated[Continuous, Tag("interval")],
     Discriminator(_domain_kind),
 ]
 
@@ -327,12 +327,19 @@ class Study(_Strict):
                 raise ValueError(f"{dim}: per_period applies to {', '.join(PER_PERIOD_FIELDS)} only")
         return space
 
+    @property
+    def max_epochs(self) -> int:
+        """The most epochs any of its trials trains: `train.epochs`, or the largest an `epochs`
+        dimension of the space allows (ASHA's last rung)."""
+        epochs = self.space.get("epochs")
+        if epochs is None:
+            return self.train.epochs
+        return int(max(epochs.values if isinstance(epochs, (Choice, IntRange)) else epochs.bounds))
+
     def _grace_within_epochs(self) -> None:
         """ASHA needs grace_period <= the trials' (largest) epochs: the default shrinks to fit a
         short study, a grace period the file sets is refused rather than failing in Ray."""
-        epochs = self.space.get("epochs")
-        most = self.train.epochs if epochs is None else int(max(
-            epochs.values if isinstance(epochs, (Choice, IntRange)) else epochs.bounds))
+        most = self.max_epochs
         if "grace_period" not in self.scheduler.model_fields_set:
             self.scheduler.grace_period = min(self.scheduler.grace_period, most)
         elif self.scheduler.grace_period > most:
