@@ -7,6 +7,8 @@ time at trials of about 10 s (issue 4), 1.05x at trials of about 6 s (issue 17).
     python benchmarks/bench_engine.py                    # 16 trials of about 10 s on CPU
     python benchmarks/bench_engine.py --epochs 2         # shorter trials: the overhead shows more
     python benchmarks/bench_engine.py --repeats 3        # 3 rounds, the order alternating; the median ratio
+    ray start --head --num-cpus 2 && python benchmarks/bench_engine.py --address auto; ray stop
+                                                         # the engine without Ray's start and stop
 
 The trials are distinct small ERKNets on the bundled digits data set (no download); the plain
 loop trains exactly the configs the planner gives the study's trials.  On a shared machine the
@@ -89,7 +91,7 @@ def plain(configs: list[dict], concurrency: int, nice: int = 0) -> Side:
                 min(start for start, _, _ in runs) - began, [seconds - epochs for _, seconds, epochs in runs])
 
 
-def study(text: str, workdir: Path) -> Side:
+def study(text: str, workdir: Path, address: str | None = None) -> Side:
     from rksearch.search.engine import run_study
 
     spec, text = loads(text)
@@ -97,7 +99,7 @@ def study(text: str, workdir: Path) -> Side:
     url = f"sqlite:///{workdir / 'bench.db'}"
     with open(os.devnull, "w") as quiet:
         run = run_study(spec, text, storage_url=url, storage_path=str(workdir / "runs"), stream=quiet,
-                        preflight=False)
+                        preflight=False, address=address)
     wall = time.monotonic() - started
     if run.trained != run.planned:
         raise SystemExit(f"the study trained {run.trained} of {run.planned} trials: {run.problems or run.fatal}")
@@ -145,6 +147,9 @@ def main() -> None:
                          "the plain loop's do not: 15 gives both sides the same priority")
     ap.add_argument("--repeats", type=int, default=1,
                     help="rounds of both sides, the plain loop first in odd rounds, the study in even ones (default 1)")
+    ap.add_argument("--address",
+                    help="run the study on the Ray already running there (e.g. auto) instead of starting a local "
+                         "one: the engine's cost without Ray's own start and stop, as on a cluster")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     text = study_text(args.epochs, args.trials, args.concurrency)
@@ -162,8 +167,9 @@ def main() -> None:
     def run_study_side() -> Side:
         print(f"  study through run_study ({_load()})", flush=True)
         with tempfile.TemporaryDirectory(prefix="bench-engine-") as work:
-            side = study(text, Path(work))
-        print(f"  study through run_study:    {side.describe()} (Ray start-up included)", flush=True)
+            side = study(text, Path(work), args.address)
+        ray = f"on the Ray at {args.address}" if args.address else "Ray start-up included"
+        print(f"  study through run_study:    {side.describe()} ({ray})", flush=True)
         return side
 
     ratios = []
