@@ -23,7 +23,6 @@ holds every trial's end and every epoch (`Store.missing_results`); otherwise it 
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
@@ -37,6 +36,7 @@ from typing import Any, TextIO
 import ray
 from ray import tune
 
+from rksearch.search.preload import import_in_background
 from rksearch.search import progress, tracking
 from rksearch.search.interrupts import Interrupt
 from rksearch.search.planner import Node, PlannedTrial, Planner, planned_trial
@@ -527,28 +527,10 @@ class _LogFile(logging.FileHandler):
 
 #: what Ray Tune imports on the driver at every `fit()` before it starts a trial, only to count
 #: which of its integrations the study's callbacks are (`ray.air._internal.usage.tag_callbacks`):
-#: mlflow, wandb and comet wherever they are installed, 1.5-1.9 s on an idle 2-core machine
+#: mlflow, wandb and comet wherever they are installed, 1.5-1.9 s on an idle 2-core machine.
+#: `_start_ray` imports them while Ray starts.
 TUNE_TELEMETRY_IMPORTS = ("ray.air.integrations.comet", "ray.air.integrations.mlflow",
                           "ray.air.integrations.wandb", "ray.tune.logger.aim")
-
-
-def _import_in_background(modules: tuple[str, ...]) -> threading.Thread:
-    """Import `modules` on a daemon thread.  Most of `ray.init` is waiting (for the raylet to
-    register, for Ray's API server to publish its address), so imports made meanwhile cost the
-    study about half what they cost on the way to its first trial.  Should `fit()` get there
-    first, Python's per-module import locks make it wait for the module instead of importing
-    it twice; a module that fails to import here fails again, and is reported, where Ray needs it."""
-
-    def load() -> None:
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except Exception:  # Ray's own import raises it again where it matters
-                log.debug("background import of %s failed", name, exc_info=True)
-
-    thread = threading.Thread(target=load, name="rksearch-preload", daemon=True)
-    thread.start()
-    return thread
 
 
 def _start_ray(address: str | None, root: Path) -> None:
@@ -567,7 +549,7 @@ def _start_ray(address: str | None, root: Path) -> None:
     # no address: always a fresh local Ray ("local"), never whichever cluster happens to be
     # running on this machine; "auto" or an address joins one deliberately
     on_sigterm = signal.getsignal(signal.SIGTERM)
-    _import_in_background(TUNE_TELEMETRY_IMPORTS)
+    import_in_background(*TUNE_TELEMETRY_IMPORTS)
     ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
              configure_logging=False)
     # Ray installs a SIGTERM handler that exits at once (sys.exit from a C++ hook, before any
