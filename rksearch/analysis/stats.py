@@ -4,6 +4,10 @@ None of them invents an interval from one seed.  `mean_ci` gives a Student-t int
 mean over seeds (a bootstrap only where there are enough of them to resample); `paired`
 compares two configurations seed by seed with a t interval and an exact sign-flip p-value;
 `holm` adjusts a family of p-values.  Every resampling is seeded, so a report reproduces.
+
+scipy.stats is imported where an interval or a test needs it, not with this module: importing
+it takes 1.7 s, which every study's end-of-run summary (`analysis.report`) would otherwise pay
+even when every configuration has one seed and there is nothing to compute.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import scipy.stats
 
 #: where `mean_ci` switches from the Student-t interval to a BCa bootstrap (see `mean_ci`)
 BOOTSTRAP_MIN_N = 30
@@ -47,6 +50,8 @@ def _check_level(level: float) -> None:
 
 def _t_interval(data: np.ndarray, level: float) -> tuple[float, float]:
     """Student-t interval of the mean of `data` (n >= 2): mean -/+ t(1 - alpha/2, n-1) * s / sqrt(n)."""
+    import scipy.stats
+
     n = data.size
     mean = float(data.mean())
     half = float(scipy.stats.t.ppf(0.5 + level / 2.0, n - 1)) * float(data.std(ddof=1)) / math.sqrt(n)
@@ -83,6 +88,8 @@ def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[
     if data.size < BOOTSTRAP_MIN_N or np.all(data == data[0]):
         low, high = _t_interval(data, level)
         return mean, low, high
+    import scipy.stats
+
     result = scipy.stats.bootstrap(
         (data,), np.mean, confidence_level=level, method="BCa", vectorized=True, axis=-1,
         **_seeded(scipy.stats.bootstrap),
@@ -173,6 +180,8 @@ def paired_differences(d: np.ndarray, level: float) -> Paired:
     sd = float(d.std(ddof=1))
     degenerate = sd <= 1e-9 * float(np.abs(d).max()) or sd == 0.0  # all equal, up to rounding
     effect = math.nan if degenerate else diff / sd
+    import scipy.stats
+
     p_t = math.nan if degenerate else float(2.0 * scipy.stats.t.sf(abs(diff) / (sd / math.sqrt(n)), n - 1))
     verdict: Verdict = "inconclusive" if degenerate else "higher" if low > 0 else "lower" if high < 0 else "inconclusive"
     return Paired(n, diff, low, high, p_value, effect, verdict, p_t)
@@ -186,6 +195,8 @@ def _sign_flip_p(d: np.ndarray) -> float:
         signs = np.array(list(itertools.product((1.0, -1.0), repeat=d.size)))
         means = np.abs(signs @ d) / d.size
         return float(np.mean(means >= observed - tolerance))
+    import scipy.stats
+
     result = scipy.stats.permutation_test(
         (d,), np.mean, permutation_type="samples", alternative="two-sided", vectorized=True, axis=-1,
         n_resamples=9999, **_seeded(scipy.stats.permutation_test),
