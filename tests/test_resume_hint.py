@@ -78,8 +78,8 @@ def _study_text() -> str:
 def test_the_printed_hint_resumes_the_same_study_after_ctrl_c(tmp_path: Path) -> None:
     (tmp_path / "study.yaml").write_text(_study_text())
     db = tmp_path / "a.db"
-    cmd = driver.command(Path("study.yaml"), db, tmp_path / "ck", "--set", "name=hinted", "--set", "train.epochs=40")
-    # an epoch recorded: training is under way, with ~80 epochs to go; then Ctrl-C, as a terminal's
+    cmd = driver.command(Path("study.yaml"), db, tmp_path / "ck", "--set", "name=hinted", "--set", "train.epochs=15")
+    # an epoch recorded: training is under way, with ~30 epochs to go; then Ctrl-C, as a terminal's
     # reaches the driver first (its own session: nothing else gets it)
     returncode, err = driver.stop_when(cmd, tmp_path, ready=lambda: bool(driver.state(db, "hinted")[2]),
                                        stop=lambda proc: os.kill(proc.pid, signal.SIGINT))
@@ -96,5 +96,5 @@ def test_the_printed_hint_resumes_the_same_study_after_ctrl_c(tmp_path: Path) ->
     assert again.returncode == 0, again.stderr[-3000:]
     status, rows, pairs = driver.state(db, "hinted")
     assert status == "completed" and [r["status"] for r in rows] == ["completed"] * 2, (status, rows)
-    assert len(pairs) == len(set(pairs)) == 2 * 40  # the --set epochs (the file says 2), each recorded once
+    assert len(pairs) == len(set(pairs)) == 2 * 15  # the --set epochs (the file says 2), each recorded once
     assert not (tmp_path / "rksearch.db").exists()  # nothing went to the default database
