@@ -13,6 +13,10 @@ random CIFAR-sized batch, alternating ours and official `--rounds` times in the 
 the order fall on both alike, and prints ours/official images/s (the
 ratio of the two medians; > 1 means ours is faster).
 
+``--channels-last`` trains ours in the channels-last memory format (`runtime.channels_last:
+true`; the batch converted once, as the trainer does) and the official model as its
+train_cifar.py does, in PyTorch's default format.
+
 The official constructor's defaults follow its README: bottleneck on, multiscale on, keep
 probability 1 (no dropout), one time-step per period, u = 1 in every period for RKCNN-I/R
 (``--replace`` makes it RKCNN-I).
@@ -152,13 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=2, help="training steps per timed round")
     p.add_argument("--rounds", type=int, default=5, help="alternating ours/official rounds per model")
     p.add_argument("--only", help="run only the configurations whose name contains this")
+    p.add_argument("--channels-last", action="store_true",
+                   help="train ours in the channels-last memory format (runtime.channels_last: true)")
     args = p.parse_args(argv)
     sys.path.insert(0, str(args.official.resolve()))
     import pytorch_models.RKCNN as official_rkcnn  # the official code, from --official
 
     torch.set_num_threads(args.threads)
+    layout = "ours channels-last, official default" if args.channels_last else "both in the default memory format"
     print(f"bench_official: batch {args.batch_size}, {args.threads} threads, {args.rounds} alternating rounds "
-          f"of {args.steps} steps after 1 warm-up step each, torch {torch.__version__}")
+          f"of {args.steps} steps after 1 warm-up step each, {layout}, torch {torch.__version__}")
     rows = []
     for name, knobs in CONFIGS:
         if args.only and args.only not in name:
@@ -171,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         images = torch.randn(args.batch_size, 3, 32, 32)
         labels = torch.randint(0, spec.num_classes, (args.batch_size,))
         print(f"{spec.canonical}: {check_agree(ours, official, images)}")
-        steps = {"ours": trainer(ours, images, labels), "official": trainer(official, images, labels)}
+        ours_images = images
+        if args.channels_last:  # after the check: the weights were copied and compared in one format
+            ours = ours.to(memory_format=torch.channels_last)
+            ours_images = images.contiguous(memory_format=torch.channels_last)
+        steps = {"ours": trainer(ours, ours_images, labels), "official": trainer(official, images, labels)}
         for step in steps.values():
             step()  # warm-up: allocator, first-call overheads
         seconds: dict[str, list[float]] = {"ours": [], "official": []}

@@ -418,11 +418,21 @@ def test_trial_keys_hash_the_resolved_precision_device_and_determinism() -> None
 def test_planned_configs_carry_the_runtime_the_key_hashes() -> None:
     study, _ = loads(TINY, overrides=["resources.gpu=1"])
     runtime = Planner(study).plan()[0].config["runtime"]
-    assert (runtime["device"], runtime["channels_last"], runtime["deterministic"]) == ("cuda", True, False)
+    assert (runtime["device"], runtime["channels_last"], runtime["deterministic"]) == ("cuda", "auto", False)
     assert runtime["amp"] in ("bf16", "fp16")  # fp16 only where the driver's own GPU lacks bf16
     study, _ = loads(TINY)
     runtime = Planner(study).plan()[0].config["runtime"]
-    assert (runtime["device"], runtime["amp"], runtime["channels_last"]) == ("cpu", "off", False)
+    assert (runtime["device"], runtime["amp"], runtime["channels_last"]) == ("cpu", "off", "auto")
+
+
+def test_channels_last_on_by_default_leaves_every_trial_key_as_it_was() -> None:
+    """'auto' now trains channels-last on the CPU too; the keys of trials already in databases
+    must not change with it, or a resumed study would train them again.  These are the keys
+    this tiny study had before (TINY's first trial, computed by the code at 0fb4641)."""
+    assert _key() == _key("runtime.channels_last=false") == "6f0d22527e016167a0dc15332f393674"
+    assert _key("runtime.channels_last=true") == "9fe6900aa061884f80a3432729fdaf48"
+    assert _key("resources.gpu=1") == _key("resources.gpu=1", "runtime.channels_last=true")
+    assert _key("resources.gpu=1", "runtime.channels_last=false") != _key("resources.gpu=1")
 
 
 

@@ -39,6 +39,7 @@ from rksearch.search.schema import (
 )
 from rksearch.training.config import TrialConfig
 from rksearch.training.data import CLASSES, stem_for
+from rksearch.training.runtime import keyed_layout
 from rksearch.training.runtime import planned as planned_runtime
 
 #: stages per period of a study that gives neither a model name nor stages (every other unset
@@ -345,10 +346,15 @@ _NOT_IDENTITY = {"data": ("root", "download", "verify", "num_workers", "eval_bat
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a trial config that decide its result: what the trial key hashes."""
-    return {section: ({k: v for k, v in body.items() if k not in _NOT_IDENTITY.get(section, ())}
-                      if isinstance(body, dict) else body)
-            for section, body in config.items()}
+    """The parts of a trial config that decide its result: what the trial key hashes (the
+    memory format as `runtime.keyed_layout` records it)."""
+    identity = {section: ({k: v for k, v in body.items() if k not in _NOT_IDENTITY.get(section, ())}
+                          if isinstance(body, dict) else body)
+                for section, body in config.items()}
+    runtime = identity.get("runtime")
+    if isinstance(runtime, dict) and "channels_last" in runtime:
+        runtime["channels_last"] = keyed_layout(runtime["channels_last"], runtime.get("device", "cpu"))
+    return identity
 
 
 def _hash(obj: Any) -> str:
