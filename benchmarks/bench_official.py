@@ -13,9 +13,10 @@ random CIFAR-sized batch, alternating ours and official `--rounds` times in the 
 the order fall on both alike, and prints ours/official images/s (the
 ratio of the two medians; > 1 means ours is faster).
 
-``--channels-last`` trains ours in the channels-last memory format (`runtime.channels_last:
-true`; the batch converted once, as the trainer does) and the official model as its
-train_cifar.py does, in PyTorch's default format.
+Ours trains in the memory format our trainer gives it by default (`runtime.channels_last:
+auto`: channels-last; the batch converted once, as the trainer does), the official model as
+its train_cifar.py does, in PyTorch's default format; ``--ours-format contiguous`` trains ours
+in the default format too, which compares the model code alone.
 
 The official constructor's defaults follow its README: bottleneck on, multiscale on, keep
 probability 1 (no dropout), one time-step per period, u = 1 in every period for RKCNN-I/R
@@ -156,14 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=2, help="training steps per timed round")
     p.add_argument("--rounds", type=int, default=5, help="alternating ours/official rounds per model")
     p.add_argument("--only", help="run only the configurations whose name contains this")
-    p.add_argument("--channels-last", action="store_true",
-                   help="train ours in the channels-last memory format (runtime.channels_last: true)")
+    p.add_argument("--ours-format", choices=("channels_last", "contiguous"), default="channels_last",
+                   help="our model's memory format (default channels_last: what runtime.channels_last: auto trains)")
     args = p.parse_args(argv)
     sys.path.insert(0, str(args.official.resolve()))
     import pytorch_models.RKCNN as official_rkcnn  # the official code, from --official
 
     torch.set_num_threads(args.threads)
-    layout = "ours channels-last, official default" if args.channels_last else "both in the default memory format"
+    channels_last = args.ours_format == "channels_last"
+    layout = "ours channels-last, official default format" if channels_last else "both in the default memory format"
     print(f"bench_official: batch {args.batch_size}, {args.threads} threads, {args.rounds} alternating rounds "
           f"of {args.steps} steps after 1 warm-up step each, {layout}, torch {torch.__version__}")
     rows = []
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         labels = torch.randint(0, spec.num_classes, (args.batch_size,))
         print(f"{spec.canonical}: {check_agree(ours, official, images)}")
         ours_images = images
-        if args.channels_last:  # after the check: the weights were copied and compared in one format
+        if channels_last:  # after the check: the weights were copied and compared in one format
             ours = ours.to(memory_format=torch.channels_last)
             ours_images = images.contiguous(memory_format=torch.channels_last)
         steps = {"ours": trainer(ours, ours_images, labels), "official": trainer(official, images, labels)}
