@@ -345,4 +345,3 @@ def test_trial_workers_import_nothing_of_the_driver_nor_torchvision() -> None:
     code = f"import sys, rksearch.search.trainable; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == []
-

@@ -415,7 +415,7 @@ def test_trial_keys_hash_the_resolved_precision_device_and_determinism() -> None
     assert _key("runtime.compile=on") == _key("runtime.compile=auto") == _key("runtime.memory_efficient=true") == cpu_auto
 
 
-def test_planned_configs_carry_the_runtime_the_key_hashes() -> None:
+def test_planned_configs_carry_the_resolved_device_and_precision_and_the_layout_as_written() -> None:
     study, _ = loads(TINY, overrides=["resources.gpu=1"])
     runtime = Planner(study).plan()[0].config["runtime"]
     assert (runtime["device"], runtime["channels_last"], runtime["deterministic"]) == ("cuda", "auto", False)
@@ -431,8 +431,9 @@ def test_channels_last_on_by_default_leaves_every_trial_key_as_it_was() -> None:
     this tiny study had before (TINY's first trial, computed by the code at 0fb4641)."""
     assert _key() == _key("runtime.channels_last=false") == "6f0d22527e016167a0dc15332f393674"
     assert _key("runtime.channels_last=true") == "9fe6900aa061884f80a3432729fdaf48"
-    assert _key("resources.gpu=1") == _key("resources.gpu=1", "runtime.channels_last=true")
-    assert _key("resources.gpu=1", "runtime.channels_last=false") != _key("resources.gpu=1")
+    gpu = ("resources.gpu=1", "runtime.amp=bf16")  # bf16 stated: 'auto' is fp16 on a driver GPU without it
+    assert _key(*gpu) == _key(*gpu, "runtime.channels_last=true") == "f14599fdb1e1f6d4eca397ff86a01b6d"
+    assert _key(*gpu, "runtime.channels_last=false") == "22747e1664f8a39ed4dc470afa0b90a7"
 
 
 

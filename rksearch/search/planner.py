@@ -338,7 +338,8 @@ def _draw(domain: Any, rng: random.Random) -> Any:
 
 
 #: config fields that change where or how fast a trial runs but not what it computes (the device
-#: type, precision and determinism do: the runtime is hashed as `runtime.planned` resolves it).
+#: type, precision and determinism do: the runtime is hashed as `runtime.planned` resolves it,
+#: its memory format as `runtime.keyed_layout` records it).
 #: Compiling reorders floating-point sums as recomputing concatenations does, no more; and a field
 #: added here keeps the keys that studies already in databases were recorded under
 _NOT_IDENTITY = {"data": ("root", "download", "verify", "num_workers", "eval_batch_size"),

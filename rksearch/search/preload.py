@@ -2,7 +2,7 @@
 
 A study's driver spends seconds waiting: for Ray to start (`ray.init` mostly sleeps while the
 raylet registers), then for its trials.  Modules it is sure to need after such a wait (those Ray
-Tune imports at `fit()`, the end-of-run summary's statistics) cost less imported meanwhile.
+Tune imports at `fit()`) cost less imported meanwhile.
 Should the main thread reach one first, Python's per-module import lock makes it wait for the
 import under way instead of importing twice.
 """

@@ -107,13 +107,13 @@ def planned(cfg: RuntimeConfig, gpus: float) -> RuntimeConfig:
     if amp == "auto":
         amp = ("fp16" if torch.cuda.is_available() and not torch.cuda.is_bf16_supported() else "bf16") if on_gpu else "off"
     return cfg.model_copy(update={"device": "cuda" if on_gpu else "cpu", "amp": amp,
-                                  "channels_last": cfg.channels_last, "deterministic": cfg.deterministic})
+                                  "deterministic": cfg.deterministic})
 
 
 def layout(channels_last: Literal["auto"] | bool) -> bool:
     """Whether a trial trains in the channels-last memory format: 'auto' is on, on CUDA as on
     the CPU, where it trained every RKCNN measured 1.08-1.34x faster than the default format
-    (benchmarks/README.md, bench_official --channels-last)."""
+    (benchmarks/README.md, "Channels-last on the CPU")."""
     return True if channels_last == "auto" else channels_last
 
 
@@ -121,7 +121,12 @@ def keyed_layout(channels_last: Literal["auto"] | bool, device: str) -> bool:
     """The memory format as a trial key records it: what 'auto' meant before it meant on
     everywhere (on for CUDA, off on the CPU).  The format decides how fast a trial runs, not
     what it computes (as `compile` does not), so keys keep this value only so that the trials
-    already in databases keep their keys: a resumed study finds them, and reuse links them."""
+    already in databases keep their keys: a resumed study finds them, and reuse links them.
+
+    The price: on the CPU, 'auto' (channels-last now) shares its key with an explicit false
+    (contiguous) and not with an explicit true, though 'auto' and true train alike; and a
+    study resumed across the change holds trials of both layouts under one key, which differ
+    as compiled and eager ones do, in the order of floating-point sums."""
     return device == "cuda" if channels_last == "auto" else channels_last
 
 
