@@ -63,8 +63,9 @@ def test_run_study_twice_in_one_process_returns_what_results_load_reads(study_fi
     assert all(len(logging.getLogger(name).handlers) <= 1 for name in ("ray", "ray.tune", "ray.train"))
     assert signal.getsignal(signal.SIGTERM) == on_sigterm
     with pytest.raises(RksearchError, match="already exists"):  # the same name again needs resume
-        rksearch.run_study(study_file, storage=url, preflight=False)
+        rksearch.run_study(study_file, storage=url, preflight=False, storage_path=str(tmp_path / "refused"))
     assert not ray.is_initialized()
+    assert not (tmp_path / "refused").exists()  # refused before Ray started (its log goes there)
 
 
 def test_errors_are_raised_not_exits(tmp_path: Path) -> None:

@@ -160,6 +160,13 @@ def test_study_lifecycle(db_url: str) -> None:
     study = store.begin_study("s", "search: grid\n")
     with pytest.raises(StoreError, match="already exists.*--resume"):
         store.begin_study("s", "search: grid\n")
+    with pytest.raises(StoreError, match="already exists.*--resume"):  # asked before anything starts
+        store.check_begin("s")
+    with pytest.raises(StoreError, match="not a replay"):
+        store.check_begin("s", resume=True, replay_of="recorded")
+    store.check_begin("s", resume=True)
+    store.check_begin("not-yet")
+    assert set(results.studies(db_url)["study"]) == {"s"}  # asking wrote nothing
     store.finish_study(study, "interrupted")
     assert store.begin_study("s", "search: grid\n", resume=True) == study
     assert store.begin_study("new", "x", resume=True) != study  # resume of a missing study creates it

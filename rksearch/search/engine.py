@@ -36,10 +36,10 @@ from typing import Any, TextIO
 import ray
 from ray import tune
 
-from rksearch.search.preload import import_in_background
 from rksearch.search import progress, tracking
 from rksearch.search.interrupts import Interrupt
 from rksearch.search.planner import Node, PlannedTrial, Planner, planned_trial
+from rksearch.search.preload import import_in_background
 from rksearch.search.replay import (
     NoRecording,
     Recording,
@@ -136,6 +136,7 @@ def run_study(study: Study, study_text: str, *, storage_url: str, storage_path: 
         recording = _recording(store, study, replay)
         if recording is not None:  # every point comes from the recording: one linked from another
             study = study.model_copy(update={"reuse": False})  # study would be copied, not replayed
+        store.check_begin(study.name, resume=resume, replay_of=replay)  # refused before Ray starts
         if own_ray:
             _start_ray(address, root)
         # priced against the largest node's memory: a trial that cannot fit anywhere is skipped (a
@@ -527,8 +528,10 @@ class _LogFile(logging.FileHandler):
 
 #: what Ray Tune imports on the driver at every `fit()` before it starts a trial, only to count
 #: which of its integrations the study's callbacks are (`ray.air._internal.usage.tag_callbacks`):
-#: mlflow, wandb and comet wherever they are installed, 1.5-1.9 s on an idle 2-core machine.
-#: `_start_ray` imports them while Ray starts.
+#: mlflow, wandb and comet wherever they are installed (and Aim's Tune logger), 1.5-1.9 s on an
+#: idle 2-core machine.  `_start_ray` imports them while Ray starts; Ray's own modules they share
+#: (`ray.tune`, `ray.air`) are imported with this module, before the thread runs, so the two
+#: threads do not import one module cycle from both ends.
 TUNE_TELEMETRY_IMPORTS = ("ray.air.integrations.comet", "ray.air.integrations.mlflow",
                           "ray.air.integrations.wandb", "ray.tune.logger.aim")
 

@@ -113,16 +113,8 @@ class Store:
         by training, or the reverse, would mix real and simulated compute).
         """
         with self.engine.begin() as conn:
-            row = conn.execute(sa.select(studies.c.id, studies.c.study_hash, studies.c.replay_of)
-                               .where(studies.c.name == name)).first()  # fmt: skip
+            row = self._existing(conn, name, resume, replay_of)
             if row is not None:
-                if not resume:
-                    raise db.StoreError(f"study {name!r} already exists in {self.display_url}: "
-                                        f"use --resume to continue it, or another name")  # fmt: skip
-                if row.replay_of != replay_of:
-                    was = f"a replay of {row.replay_of!r}" if row.replay_of else "not a replay"
-                    raise db.StoreError(f"study {name!r} was {was}: resume it " + (
-                        f"with --replay {row.replay_of}" if row.replay_of else "without --replay"))
                 if row.study_hash != _hash(study_text):
                     log.warning("study %r is resumed with a different study file; the stored one is kept", name)
                 conn.execute(studies.update().where(studies.c.id == row.id)
@@ -140,6 +132,28 @@ class Store:
                     replay_of=replay_of,
                 )
             ).scalar_one()
+
+    def check_begin(self, name: str, *, resume: bool = False, replay_of: str | None = None) -> None:
+        """Raise the StoreError `begin_study` would for these arguments (an existing name without
+        `resume`, a replay resumed as training or the reverse), without writing: the engine asks
+        before it starts Ray, so that a refusal takes a moment instead of Ray's start and stop."""
+        with db.reading(self.engine) as conn:
+            self._existing(conn, name, resume, replay_of)
+
+    def _existing(self, conn: sa.Connection, name: str, resume: bool, replay_of: str | None) -> Any:
+        """Study `name`'s row (id, hash, replay_of), or None; StoreError where it may not begin."""
+        row = conn.execute(sa.select(studies.c.id, studies.c.study_hash, studies.c.replay_of)
+                           .where(studies.c.name == name)).first()  # fmt: skip
+        if row is None:
+            return None
+        if not resume:
+            raise db.StoreError(f"study {name!r} already exists in {self.display_url}: "
+                                f"use --resume to continue it, or another name")  # fmt: skip
+        if row.replay_of != replay_of:
+            was = f"a replay of {row.replay_of!r}" if row.replay_of else "not a replay"
+            raise db.StoreError(f"study {name!r} was {was}: resume it " + (
+                f"with --replay {row.replay_of}" if row.replay_of else "without --replay"))
+        return row
 
     def finish_study(self, study_id: int, status: str) -> None:
         if status not in STUDY_END_STATUSES:
